@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRunCommands(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Error(t, run(context.Background(), nil, &out, &errOut))
+	err := run(context.Background(), []string{"train-everything"}, &out, &errOut)
+	require.ErrorContains(t, err, `unknown command "train-everything"`)
+	require.NoError(t, run(context.Background(), []string{"version"}, &out, &errOut))
+	require.Contains(t, out.String(), "globalbrain")
+}
+
+func TestParseSimulateErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--members", "ten"}, "invalid value \"ten\" for flag -members"},
+		{[]string{"--model", "resnet"}, "model"},
+		{[]string{"--fraction", "0"}, "fraction"},
+		{[]string{"--preset", "mcmahan-cnn"}, `preset "mcmahan-cnn" unknown`},
+		{[]string{"--lr", "-1"}, "training"},
+		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	} {
+		_, _, _, _, err := parseSimulate(tc.args, io.Discard)
+		require.Error(t, err, tc.args)
+		require.Contains(t, err.Error(), tc.want, tc.args)
+	}
+}
+
+func TestParseSimulatePresets(t *testing.T) {
+	c, out, _, preset, err := parseSimulate([]string{"--preset", "mcmahan-2nn-noniid"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "mcmahan-2nn-noniid", preset)
+	require.Equal(t, "out/mcmahan-2nn-noniid", out)
+	require.Equal(t, 100, c.Members)
+	require.Equal(t, "shards", c.Partition)
+	require.Equal(t, 2, c.ShardsPerMember)
+	require.Equal(t, 0.1, c.Fraction)
+	require.Equal(t, 1000, c.Rounds)
+	require.Equal(t, presetLR, c.Strategy.Train.LR)
+	require.Equal(t, 10, c.Strategy.Train.BatchSize)
+	require.True(t, c.StopAtTarget)
+
+	// A flag overrides the preset whatever its position.
+	c, _, _, _, err = parseSimulate([]string{"--rounds", "5", "--preset", "mcmahan-2nn-iid"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 5, c.Rounds)
+	require.Equal(t, "iid", c.Partition)
+	require.Equal(t, 100, c.Members)
+}
+
+// TestSimulateOutput runs a tiny simulation on real MNIST and checks the
+// lines users and scripts read.
+func TestSimulateOutput(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"simulate", "--members", "3", "--model", "logreg", "--rounds", "2",
+		"--lr", "0.05", "--out", filepath.Join(dir, "rep")}, &out, io.Discard)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Regexp(t, `^\s+1\s+3/3\s`, lines[2])
+	require.Regexp(t, `^\s+2\s+3/3\s`, lines[3])
+	n := len(lines)
+	require.Regexp(t, regexp.MustCompile(`^final accuracy 0\.(8|9)\d{3}$`), lines[n-2])
+	require.Regexp(t, `^elapsed \d+\.\ds$`, lines[n-1])
+	require.FileExists(t, filepath.Join(dir, "rep", "report.jsonl"))
+	require.FileExists(t, filepath.Join(dir, "rep", "accuracy.png"))
+}
+
+func TestBenchQuick(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"bench", "--quick", "--passes", "1"}, &out, io.Discard))
+	s := out.String()
+	for _, row := range []string{"fedavg aggregate", "train 2nn B=10", "train 2nn B=50", "train cnn B=50", "memory copy GB/s", "sgemm 256^3 GFLOP/s"} {
+		require.Contains(t, s, row)
+	}
+	require.NotRegexp(t, `\s0\.00\s+examples/s`, s, "every figure was measured")
+	require.Error(t, run(context.Background(), []string{"bench", "--passes", "0"}, io.Discard, io.Discard))
+}

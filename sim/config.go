@@ -1,0 +1,119 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/train"
+)
+
+// Config describes one simulated consortium.
+type Config struct {
+	Dataset         string  // "mnist" or "fashion-mnist"
+	DataDir         string  // overrides where the data set's files are found
+	Partition       string  // "iid", "shards" or "dirichlet"
+	Alpha           float64 // Dirichlet concentration, for partition "dirichlet"
+	ShardsPerMember int     // shards per member, for partition "shards"
+	Members         int
+	Model           string // "logreg", "2nn" or "cnn"
+	Rounds          int
+	Fraction        float64 // fraction of members sampled per round
+	MinParticipants int
+	MaxExamples     int64 // cap on the example count a member reports; 0: no cap
+	Strategy        fedavg.Config
+	Seed            uint64
+	Target          float64 // test accuracy whose first crossing is reported
+	StopAtTarget    bool    // end the run at the first round reaching Target
+	Workers         int     // members trained at once; 0: one
+}
+
+// DefaultConfig is the demo: 10 members, IID MNIST, the 2NN, FedAvg.
+func DefaultConfig() Config {
+	s := fedavg.DefaultConfig()
+	s.Strategy = "fedavg"
+	s.Train = fedavg.TrainConfig{Epochs: 1, BatchSize: 10, LR: 0.1}
+	return Config{
+		Dataset:         "mnist",
+		Partition:       "iid",
+		Alpha:           0.5,
+		ShardsPerMember: 2,
+		Members:         10,
+		Model:           "2nn",
+		Rounds:          15,
+		Fraction:        1,
+		MinParticipants: 1,
+		Strategy:        s,
+		Seed:            1,
+		Target:          0.97,
+		Workers:         1,
+	}
+}
+
+var (
+	datasets   = []string{"mnist", "fashion-mnist"}
+	partitions = []string{"iid", "shards", "dirichlet"}
+)
+
+// Validate checks the configuration and names the first field that is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("sim: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if !slices.Contains(datasets, c.Dataset) {
+		bad("dataset", "%q unknown (want one of %v)", c.Dataset, datasets)
+	}
+	if !slices.Contains(partitions, c.Partition) {
+		bad("partition", "%q unknown (want one of %v)", c.Partition, partitions)
+	}
+	if c.Partition == "dirichlet" && !(c.Alpha > 0 && !math.IsInf(c.Alpha, 0)) {
+		bad("alpha", "%v, want > 0", c.Alpha)
+	}
+	if c.Partition == "shards" && c.ShardsPerMember < 1 {
+		bad("shards", "%d per member, want >= 1", c.ShardsPerMember)
+	}
+	if c.Members < 1 {
+		bad("members", "%d, want >= 1", c.Members)
+	}
+	if err := (train.Spec{Arch: c.Model, Height: 28, Width: 28, Channels: 1, Classes: 10}).Validate(); err != nil {
+		bad("model", "%v", err)
+	}
+	if c.Rounds < 1 {
+		bad("rounds", "%d, want >= 1", c.Rounds)
+	}
+	if !(c.Fraction > 0 && c.Fraction <= 1) {
+		bad("fraction", "%v, want in (0, 1]", c.Fraction)
+	}
+	if c.MinParticipants < 1 || c.MinParticipants > c.Members {
+		bad("min-participants", "%d, want 1..members (%d)", c.MinParticipants, c.Members)
+	}
+	if c.MaxExamples < 0 {
+		bad("max-examples", "%d, want >= 0", c.MaxExamples)
+	}
+	if !(c.Target > 0 && c.Target <= 1) {
+		bad("target", "%v, want in (0, 1]", c.Target)
+	}
+	if c.Workers < 0 {
+		bad("workers", "%d, want >= 0", c.Workers)
+	}
+	if err := c.Strategy.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("sim: strategy: %w", err))
+	}
+	if err := sgdConfig(c.Strategy.Train).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("sim: training: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// SampleSize is k = max(min_participants, ceil(fraction x members)).
+func (c Config) SampleSize() int {
+	k := int(math.Ceil(c.Fraction * float64(c.Members)))
+	return min(max(k, c.MinParticipants), c.Members)
+}
+
+func sgdConfig(t fedavg.TrainConfig) train.SGDConfig {
+	return train.SGDConfig{Epochs: t.Epochs, BatchSize: t.BatchSize, LR: t.LR, ProxMu: t.ProxMu}
+}

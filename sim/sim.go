@@ -1,0 +1,304 @@
+package sim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/train"
+)
+
+// Data is the training and test set of a simulation.
+type Data struct {
+	Train, Test *train.Dataset
+}
+
+// LoadData loads the configured data set the way a user's node would.
+func LoadData(c Config) (Data, error) {
+	tr, te, err := train.Load(c.Dataset, c.DataDir)
+	if err != nil {
+		return Data{}, err
+	}
+	return Data{Train: tr, Test: te}, nil
+}
+
+// Member is one simulated consortium member.
+type Member struct {
+	Index     int
+	Identity  identity.Identity
+	Partition []int // indices into the training set
+}
+
+// RoundResult is what one round produced.
+type RoundResult struct {
+	Round        int     `json:"round"`
+	Participants int     `json:"participants"`
+	Sampled      int     `json:"sampled"`
+	Examples     int64   `json:"examples"`
+	TrainLoss    float64 `json:"train_loss"`
+	TestLoss     float64 `json:"test_loss"`
+	TestAccuracy float64 `json:"test_accuracy"`
+	NewModel     bool    `json:"new_model"`
+	Seconds      float64 `json:"seconds"`
+	Digest       string  `json:"digest"`
+}
+
+// Result is the outcome of a whole simulation.
+type Result struct {
+	Config      Config
+	Rounds      []RoundResult
+	Final       *fedavg.Global
+	Metrics     train.Metrics // final model on the test set
+	TargetRound int           // first round reaching Config.Target; 0 if none
+	Elapsed     time.Duration
+}
+
+// Observer receives progress while a simulation runs. Either field may be nil.
+type Observer struct {
+	Trained func(round, done, total int) // a participant finished training; calls are serialised
+	Round   func(RoundResult)            // a round closed
+}
+
+// Members builds the consortium: identities derived from the seed and the
+// data set partitioned among them, ordered by member index.
+func Members(c Config, d *train.Dataset) ([]Member, error) {
+	var parts [][]int
+	var err error
+	switch c.Partition {
+	case "iid":
+		parts, err = train.PartitionIID(d.N, c.Members, c.Seed)
+	case "shards":
+		parts, err = train.PartitionShards(d.Y, c.Members, c.ShardsPerMember, c.Seed)
+	case "dirichlet":
+		parts, err = train.PartitionDirichlet(d.Y, d.Classes, c.Members, c.Alpha, c.Seed)
+	default:
+		err = fmt.Errorf("sim: partition %q unknown", c.Partition)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ms := make([]Member, c.Members)
+	for i := range ms {
+		ms[i] = Member{Index: i, Identity: identity.Derive(c.Seed, i), Partition: parts[i]}
+	}
+	return ms, nil
+}
+
+// ConsortiumID names the simulated consortium; it seeds the round sampling.
+func ConsortiumID(c Config) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "globalbrain/sim/1 %s %s %d %s %d", c.Dataset, c.Partition, c.Members, c.Model, c.Seed)
+	return h.Sum(nil)
+}
+
+// Sample returns the k members of round r with the smallest
+// SHA-256(consortium ID, r, peer ID), in peer-ID order. Nobody can steer it.
+func Sample(consortium []byte, r uint64, ids []identity.PeerID, k int) []int {
+	type ranked struct {
+		i    int
+		rank [32]byte
+	}
+	rs := make([]ranked, len(ids))
+	var rb [8]byte
+	binary.BigEndian.PutUint64(rb[:], r)
+	for i, id := range ids {
+		h := sha256.New()
+		h.Write(consortium)
+		h.Write(rb[:])
+		h.Write(id)
+		rs[i].i = i
+		h.Sum(rs[i].rank[:0])
+	}
+	slices.SortFunc(rs, func(a, b ranked) int { return bytesCompare(a.rank[:], b.rank[:]) })
+	out := make([]int, 0, k)
+	for _, x := range rs[:min(k, len(rs))] {
+		out = append(out, x.i)
+	}
+	slices.SortFunc(out, func(a, b int) int { return identity.Compare(ids[a], ids[b]) })
+	return out
+}
+
+func bytesCompare(a, b []byte) int { return identity.Compare(a, b) }
+
+// TrainingSeed seeds member id's training randomness in round r; it depends
+// on nothing else, so members can train in any order or in any process.
+func TrainingSeed(seed uint64, id identity.PeerID, r uint64) *rand.Rand {
+	var buf [16]byte
+	binary.BigEndian.PutUint64(buf[:8], seed)
+	binary.BigEndian.PutUint64(buf[8:], r)
+	h := sha256.New()
+	h.Write([]byte("globalbrain/train-seed/1"))
+	h.Write(buf[:8])
+	h.Write(id)
+	h.Write(buf[8:])
+	s := h.Sum(nil)
+	return rand.New(rand.NewPCG(binary.BigEndian.Uint64(s[:8]), binary.BigEndian.Uint64(s[8:16])))
+}
+
+// InitialModel is G(0): the model's weights initialised from the seed and the
+// strategy's empty state.
+func InitialModel(c Config, spec train.Spec) (*fedavg.Global, error) {
+	m, err := train.NewModel(spec)
+	if err != nil {
+		return nil, err
+	}
+	w := make([]float32, m.NumParams())
+	m.Init(w, c.Seed)
+	return fedavg.NewGlobal(w), nil
+}
+
+// ModelSpec is the model the configuration trains on data set d.
+func ModelSpec(c Config, d *train.Dataset) train.Spec {
+	return train.Spec{Arch: c.Model, Height: d.Height, Width: d.Width, Channels: d.Channels, Classes: d.Classes}
+}
+
+// LocalUpdate trains member m from global g for round r and returns its update:
+// the float32 delta (local minus global) and its example count, capped at
+// maxExamples as an honest member reports it.
+func LocalUpdate(model *train.Model, g *fedavg.Global, d *train.Dataset, m Member, tc fedavg.TrainConfig, seed, r uint64, maxExamples int64) (fedavg.Update, train.TrainStats, error) {
+	local := slices.Clone(g.Weights)
+	st, err := model.Train(local, g.Weights, d, m.Partition, sgdConfig(tc), TrainingSeed(seed, m.Identity.ID, r))
+	if err != nil {
+		return fedavg.Update{}, st, fmt.Errorf("member %s round %d: %w", m.Identity.ID.Short(), r, err)
+	}
+	for i, w := range g.Weights {
+		local[i] -= w
+	}
+	n := int64(len(m.Partition))
+	if maxExamples > 0 {
+		n = min(n, maxExamples)
+	}
+	return fedavg.Update{Peer: m.Identity.ID, Delta: local, Examples: n}, st, nil
+}
+
+// Run simulates the consortium for c.Rounds rounds on data.
+func Run(ctx context.Context, c Config, data Data, obs Observer) (*Result, error) {
+	start := time.Now()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	strategy, err := fedavg.New(c.Strategy)
+	if err != nil {
+		return nil, err
+	}
+	spec := ModelSpec(c, data.Train)
+	g, err := InitialModel(c, spec)
+	if err != nil {
+		return nil, err
+	}
+	members, err := Members(c, data.Train)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]identity.PeerID, len(members))
+	for i, m := range members {
+		ids[i] = m.Identity.ID
+	}
+	workers := make([]*train.Model, max(c.Workers, 1))
+	for i := range workers {
+		if workers[i], err = train.NewModel(spec); err != nil {
+			return nil, err
+		}
+	}
+	cid := ConsortiumID(c)
+	res := &Result{Config: c}
+	for r := uint64(1); r <= uint64(c.Rounds); r++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		roundStart := time.Now()
+		sample := Sample(cid, r, ids, c.SampleSize())
+		tc := strategy.Configure(r, g)
+		updates, stats, err := trainAll(ctx, workers, g, data.Train, members, sample, tc, c, r, obs)
+		if err != nil {
+			return nil, err
+		}
+		rr := RoundResult{Round: int(r), Sampled: len(sample), Participants: len(updates)}
+		var lossSum float64
+		for i, u := range updates {
+			if err := fedavg.Validate(u, len(g.Weights), c.MaxExamples); err != nil {
+				return nil, fmt.Errorf("round %d: %w", r, err)
+			}
+			rr.Examples += u.Examples
+			lossSum += stats[i].Loss * float64(u.Examples)
+		}
+		rr.TrainLoss = lossSum / float64(max(rr.Examples, 1))
+		next, err := strategy.Aggregate(r, g, updates)
+		if err != nil {
+			return nil, fmt.Errorf("round %d: aggregate: %w", r, err)
+		}
+		if next != nil {
+			g, rr.NewModel = next, true
+		}
+		met, err := workers[0].Evaluate(g.Weights, data.Test)
+		if err != nil {
+			return nil, fmt.Errorf("round %d: evaluate: %w", r, err)
+		}
+		rr.TestLoss, rr.TestAccuracy = met.Loss, met.Accuracy
+		rr.Digest = g.Digest().String()
+		rr.Seconds = time.Since(roundStart).Seconds()
+		res.Rounds = append(res.Rounds, rr)
+		res.Metrics = met
+		if obs.Round != nil {
+			obs.Round(rr)
+		}
+		if res.TargetRound == 0 && met.Accuracy >= c.Target {
+			res.TargetRound = int(r)
+			if c.StopAtTarget {
+				break
+			}
+		}
+	}
+	res.Final = g
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// trainAll trains the sampled members on len(workers) goroutines. Results are
+// placed by sample position, so scheduling never changes the outcome.
+func trainAll(ctx context.Context, workers []*train.Model, g *fedavg.Global, d *train.Dataset, members []Member, sample []int, tc fedavg.TrainConfig, c Config, r uint64, obs Observer) ([]fedavg.Update, []train.TrainStats, error) {
+	updates := make([]fedavg.Update, len(sample))
+	stats := make([]train.TrainStats, len(sample))
+	errs := make([]error, len(sample))
+	jobs := make(chan int)
+	var mu sync.Mutex
+	done := 0
+	var wg sync.WaitGroup
+	for _, model := range workers[:min(len(workers), len(sample))] {
+		wg.Go(func() {
+			for j := range jobs {
+				updates[j], stats[j], errs[j] = LocalUpdate(model, g, d, members[sample[j]], tc, c.Seed, r, c.MaxExamples)
+				mu.Lock()
+				done++
+				if obs.Trained != nil {
+					obs.Trained(int(r), done, len(sample))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for j := range sample {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- j
+	}
+	close(jobs)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return updates, stats, nil
+}

@@ -1,0 +1,200 @@
+package sim
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/train"
+)
+
+var (
+	mnistOnce sync.Once
+	mnist     Data
+	mnistErr  error
+)
+
+// smallMNIST is the first n training and m test examples of real MNIST,
+// loaded the way a user's node loads it.
+func smallMNIST(t *testing.T, n, m int) Data {
+	t.Helper()
+	mnistOnce.Do(func() { mnist, mnistErr = LoadData(DefaultConfig()) })
+	require.NoError(t, mnistErr)
+	cut := func(d *train.Dataset, k int) *train.Dataset {
+		c := *d
+		c.N, c.X, c.Y = k, d.X[:k*d.Dim], d.Y[:k]
+		return &c
+	}
+	return Data{Train: cut(mnist.Train, n), Test: cut(mnist.Test, m)}
+}
+
+func smallConfig() Config {
+	c := DefaultConfig()
+	c.Members = 5
+	c.Model = "logreg"
+	c.Rounds = 3
+	c.Strategy.Train.LR = 0.05
+	return c
+}
+
+func TestRunLearnsAndIsDeterministic(t *testing.T) {
+	data := smallMNIST(t, 5000, 2000)
+	c := smallConfig()
+	c.Workers = 1
+	a, err := Run(context.Background(), c, data, Observer{})
+	require.NoError(t, err)
+	require.Len(t, a.Rounds, 3)
+	require.Greater(t, a.Metrics.Accuracy, 0.80, "logistic regression on 5000 MNIST examples")
+	require.Less(t, a.Rounds[2].TrainLoss, a.Rounds[0].TrainLoss)
+
+	// Scheduling does not change the outcome: two workers give the same digests.
+	c.Workers = 2
+	var trained int
+	b, err := Run(context.Background(), c, data, Observer{Trained: func(round, done, total int) { trained++ }})
+	require.NoError(t, err)
+	require.Equal(t, 15, trained)
+	for i := range a.Rounds {
+		require.Equal(t, a.Rounds[i].Digest, b.Rounds[i].Digest, "round %d", i+1)
+	}
+
+	// Another seed is another run.
+	c.Seed = 2
+	d, err := Run(context.Background(), c, data, Observer{})
+	require.NoError(t, err)
+	require.NotEqual(t, a.Final.Digest(), d.Final.Digest())
+}
+
+func TestRunFractionSamplesMembers(t *testing.T) {
+	data := smallMNIST(t, 5000, 1000)
+	c := smallConfig()
+	c.Members = 10
+	c.Fraction = 0.3
+	c.Rounds = 2
+	res, err := Run(context.Background(), c, data, Observer{})
+	require.NoError(t, err)
+	for _, rr := range res.Rounds {
+		require.Equal(t, 3, rr.Participants)
+		require.Equal(t, int64(3*500), rr.Examples)
+	}
+}
+
+func TestRunStopsAtTarget(t *testing.T) {
+	data := smallMNIST(t, 5000, 1000)
+	c := smallConfig()
+	c.Rounds = 10
+	c.Target = 0.5
+	c.StopAtTarget = true
+	res, err := Run(context.Background(), c, data, Observer{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.TargetRound)
+	require.Len(t, res.Rounds, 1)
+}
+
+func TestRunCancelled(t *testing.T) {
+	data := smallMNIST(t, 5000, 1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Run(ctx, smallConfig(), data, Observer{})
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestSample(t *testing.T) {
+	ids := make([]identity.PeerID, 50)
+	for i := range ids {
+		ids[i] = identity.Derive(9, i).ID
+	}
+	cid := []byte("consortium")
+	s1 := Sample(cid, 1, ids, 5)
+	require.Len(t, s1, 5)
+	require.Equal(t, s1, Sample(cid, 1, ids, 5))
+	require.NotEqual(t, s1, Sample(cid, 2, ids, 5))
+	require.NotEqual(t, s1, Sample([]byte("other"), 1, ids, 5))
+	for i := 1; i < len(s1); i++ {
+		require.Negative(t, identity.Compare(ids[s1[i-1]], ids[s1[i]]), "sample in peer-ID order")
+	}
+	// Over many rounds every member is sampled about equally often.
+	counts := make([]int, len(ids))
+	for r := uint64(0); r < 2000; r++ {
+		for _, i := range Sample(cid, r, ids, 5) {
+			counts[i]++
+		}
+	}
+	for i, n := range counts {
+		require.InDelta(t, 200, n, 60, "member %d", i)
+	}
+	require.Len(t, Sample(cid, 1, ids, 80), 50)
+}
+
+func TestTrainingSeedDependsOnEveryInput(t *testing.T) {
+	a, b := identity.Derive(1, 0).ID, identity.Derive(1, 1).ID
+	x := TrainingSeed(1, a, 1).Uint64()
+	require.Equal(t, x, TrainingSeed(1, a, 1).Uint64())
+	require.NotEqual(t, x, TrainingSeed(2, a, 1).Uint64())
+	require.NotEqual(t, x, TrainingSeed(1, b, 1).Uint64())
+	require.NotEqual(t, x, TrainingSeed(1, a, 2).Uint64())
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	for _, tc := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Dataset = "cifar" }, "dataset"},
+		{func(c *Config) { c.Partition = "random" }, "partition"},
+		{func(c *Config) { c.Partition, c.Alpha = "dirichlet", 0 }, "alpha"},
+		{func(c *Config) { c.Members = 0 }, "members"},
+		{func(c *Config) { c.Model = "resnet" }, "model"},
+		{func(c *Config) { c.Rounds = 0 }, "rounds"},
+		{func(c *Config) { c.Fraction = 1.5 }, "fraction"},
+		{func(c *Config) { c.MinParticipants = 11 }, "min-participants"},
+		{func(c *Config) { c.Strategy.Strategy = "fedsgd" }, "strategy"},
+		{func(c *Config) { c.Strategy.Train.BatchSize = 0 }, "training"},
+		{func(c *Config) { c.Target = 0 }, "target"},
+	} {
+		c := DefaultConfig()
+		tc.edit(&c)
+		err := c.Validate()
+		require.Error(t, err)
+		require.Contains(t, err.Error(), tc.want)
+	}
+	require.NoError(t, DefaultConfig().Validate())
+}
+
+func TestReport(t *testing.T) {
+	data := smallMNIST(t, 2000, 500)
+	c := smallConfig()
+	c.Rounds = 2
+	res, err := Run(context.Background(), c, data, Observer{})
+	require.NoError(t, err)
+	dir := t.TempDir()
+	jsonl, chart, err := res.WriteReport(filepath.Join(dir, "r"))
+	require.NoError(t, err)
+	f, err := os.Open(jsonl)
+	require.NoError(t, err)
+	defer f.Close()
+	var lines []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
+		lines = append(lines, m)
+	}
+	require.Len(t, lines, 3)
+	require.EqualValues(t, 1, lines[0]["round"])
+	require.Equal(t, true, lines[2]["summary"])
+	require.Equal(t, res.Final.Digest().String(), lines[2]["digest"])
+	png, err := os.ReadFile(chart)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")))
+	require.Greater(t, len(png), 10000)
+	require.True(t, strings.HasSuffix(chart, ".png"))
+}
