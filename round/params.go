@@ -1,0 +1,108 @@
+package round
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/globalbrain/globalbrain/identity"
+)
+
+// Params are the consortium-wide protocol parameters every member derives
+// from the genesis manifest. They must be identical on every member.
+type Params struct {
+	Consortium      [32]byte
+	Members         []identity.PeerID // genesis members
+	Voters          []identity.PeerID // the Raft voters, a subset of Members
+	Fraction        float64
+	MinParticipants int
+	OverSelect      int
+	DeadlineTicks   int
+	ElectionTicks   int
+	MaxExamples     int64
+	UpdateBytes     int64  // the length every update blob must have (4 x parameters)
+	Aggregator      string // names the strategy configuration; entries must carry it
+	Rounds          uint64 // last round; 0: no end
+}
+
+// Validate checks the parameters.
+func (p *Params) Validate() error {
+	var errs []error
+	if len(p.Voters) < 3 {
+		errs = append(errs, fmt.Errorf("round: %d voters, want >= 3", len(p.Voters)))
+	}
+	for _, v := range p.Voters {
+		if !slices.ContainsFunc(p.Members, func(m identity.PeerID) bool { return identity.Compare(m, v) == 0 }) {
+			errs = append(errs, fmt.Errorf("round: voter %s is not a member", v))
+		}
+	}
+	seen := map[uint64]bool{}
+	for _, m := range p.Members {
+		id := RaftID(m)
+		if seen[id] {
+			errs = append(errs, fmt.Errorf("round: raft node ID collision for %s", m))
+		}
+		seen[id] = true
+	}
+	if !(p.Fraction > 0 && p.Fraction <= 1) {
+		errs = append(errs, fmt.Errorf("round: fraction %v", p.Fraction))
+	}
+	if p.MinParticipants < 1 || p.MinParticipants > len(p.Members) {
+		errs = append(errs, fmt.Errorf("round: min_participants %d", p.MinParticipants))
+	}
+	if p.DeadlineTicks < 4 || p.ElectionTicks < 3 {
+		errs = append(errs, fmt.Errorf("round: deadline %d ticks, election %d ticks", p.DeadlineTicks, p.ElectionTicks))
+	}
+	if p.UpdateBytes <= 0 || p.UpdateBytes%4 != 0 {
+		errs = append(errs, fmt.Errorf("round: update length %d", p.UpdateBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Target is max(min_participants, ceil(fraction x |M|)): how many includable
+// updates close a round early.
+func (p *Params) Target(members int) int {
+	k := int(math.Ceil(p.Fraction * float64(members)))
+	return min(max(k, p.MinParticipants), members)
+}
+
+// RaftID derives the Raft node ID of a member from its peer ID.
+func RaftID(id identity.PeerID) uint64 {
+	h := sha256.Sum256(append([]byte("globalbrain/raft-id/1"), id...))
+	return binary.BigEndian.Uint64(h[:8]) | 1 // never zero
+}
+
+// Sample returns the k members of round r with the smallest
+// SHA-256(consortium ID, r, peer ID), in peer-ID order. Nobody can steer it.
+func Sample(consortium []byte, r uint64, ids []identity.PeerID, k int) []identity.PeerID {
+	type ranked struct {
+		id   identity.PeerID
+		rank [32]byte
+	}
+	rs := make([]ranked, len(ids))
+	var rb [8]byte
+	binary.BigEndian.PutUint64(rb[:], r)
+	for i, id := range ids {
+		h := sha256.New()
+		h.Write(consortium)
+		h.Write(rb[:])
+		h.Write(id)
+		rs[i].id = id
+		h.Sum(rs[i].rank[:0])
+	}
+	slices.SortFunc(rs, func(a, b ranked) int { return identity.Compare(a.rank[:], b.rank[:]) })
+	out := make([]identity.PeerID, 0, k)
+	for _, x := range rs[:min(k, len(rs))] {
+		out = append(out, x.id)
+	}
+	slices.SortFunc(out, identity.Compare)
+	return out
+}
+
+func contains(ids []identity.PeerID, id identity.PeerID) bool {
+	_, ok := slices.BinarySearchFunc(ids, id, identity.Compare)
+	return ok
+}
