@@ -8,7 +8,11 @@ import (
 // conv is a stride-1 k x k convolution with "same" zero padding over
 // channel-last images (h x w x cin) producing h x w x cout, computed by
 // im2col: the whole minibatch is unrolled into one (b*h*w) x (k*k*cin)
-// matrix whose product with the kernel (k*k*cin) x cout gives the output.
+// matrix whose product with the transposed kernel gives the output.
+//
+// The kernel is stored output-channel first, cout x (k*k*cin) ([cout][kh]
+// [kw][cin]), so that both backward products skip the zeros max-pooling
+// and ReLU leave in the output gradient and run over rows of k*k*cin.
 type conv struct {
 	name            string
 	h, w, cin, cout int
@@ -27,7 +31,7 @@ func (l *conv) kdim() int { return l.k * l.k * l.cin }
 
 func (l *conv) tensors() []Tensor {
 	return []Tensor{
-		{Name: l.name + ".weight", Shape: []int{l.k, l.k, l.cin, l.cout}, Len: l.kdim() * l.cout},
+		{Name: l.name + ".weight", Shape: []int{l.cout, l.k, l.k, l.cin}, Len: l.kdim() * l.cout},
 		{Name: l.name + ".bias", Shape: []int{l.cout}, Len: l.cout},
 	}
 }
@@ -123,21 +127,21 @@ func (l *conv) forward(x []float32, b int) []float32 {
 	for i := 0; i < rows; i++ {
 		copy(y[i*l.cout:(i+1)*l.cout], l.b)
 	}
-	sgemm(false, false, rows, l.cout, kd, 1, l.col, kd, l.wt, l.cout, 1, y, l.cout)
+	sgemm(false, true, rows, l.cout, kd, 1, l.col, kd, l.wt, kd, 1, y, l.cout)
 	return y
 }
 
 func (l *conv) backward(dy []float32, b int, needDX bool) []float32 {
 	rows := b * l.h * l.w
 	kd := l.kdim()
-	// dW = col^T dY, db = column sums of dY, dcol = dY W^T (into col,
-	// which is no longer needed), then dX = col2im(dcol).
-	sgemm(true, false, kd, l.cout, rows, 1, l.col, kd, dy, l.cout, 0, l.dw, l.cout)
+	// Y = col W^T + b, so dW = dY^T col, db = column sums of dY,
+	// dcol = dY W (into col, no longer needed), then dX = col2im(dcol).
+	sgemm(true, false, l.cout, kd, rows, 1, dy, l.cout, l.col, kd, 0, l.dw, kd)
 	sumRows(l.db, dy, rows, l.cout)
 	if !needDX {
 		return nil
 	}
-	sgemm(false, true, rows, kd, l.cout, 1, dy, l.cout, l.wt, l.cout, 0, l.col, kd)
+	sgemm(false, false, rows, kd, l.cout, 1, dy, l.cout, l.wt, kd, 0, l.col, kd)
 	dx := l.dx[:rows*l.cin]
 	l.col2im(dx, b)
 	return dx

@@ -69,7 +69,7 @@ func (s Spec) InputDim() int { return s.Height * s.Width * s.Channels }
 // Tensor locates one parameter tensor inside the flat parameter vector:
 // params[Offset:Offset+Len] holds it row-major in Shape. Dense weights have
 // shape [in, out] (Y = X W + b); convolution kernels have shape
-// [kh, kw, in channels, out channels]; biases have shape [out].
+// [out channels, kh, kw, in channels]; biases have shape [out].
 type Tensor struct {
 	Name   string
 	Shape  []int

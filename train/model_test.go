@@ -120,8 +120,11 @@ func TestInit(t *testing.T) {
 				}
 				continue
 			}
-			fanIn := tn.Len / tn.Shape[len(tn.Shape)-1]
-			fanOut := tn.Shape[len(tn.Shape)-1]
+			fanOut := tn.Shape[len(tn.Shape)-1] // dense [in, out]
+			if len(tn.Shape) == 4 {
+				fanOut = tn.Shape[0] // convolution [out, kh, kw, in]
+			}
+			fanIn := tn.Len / fanOut
 			limit := math.Sqrt(6 / float64(fanIn)) // He
 			if tn.Name == m.tensors[len(m.tensors)-2].Name {
 				limit = math.Sqrt(6 / float64(fanIn+fanOut)) // Glorot on the output layer
