@@ -1,0 +1,167 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Digest names a blob: the SHA-256 of its bytes.
+type Digest = [32]byte
+
+// Crash points of PutBlob, in order.
+const (
+	CrashBlobTmpWritten = "blob.tmp-written" // temp file written and fsynced, not yet renamed
+	CrashBlobRenamed    = "blob.renamed"     // renamed into place, directory not yet fsynced
+	CrashBlobDirSynced  = "blob.dir-synced"  // durable; PutBlob has not returned yet
+)
+
+func (db *DB) blobPath(d Digest) string {
+	return filepath.Join(db.blobs, hex.EncodeToString(d[:]))
+}
+
+// PutBlob stores data as the file blobs/<hex of its SHA-256> and returns the
+// digest. The bytes are durable when it returns: they are written to a temp
+// file, fsynced, renamed into place and the directory fsynced. If a file of
+// that name and size already exists PutBlob does nothing, so calling it again
+// after a crash is safe.
+func (db *DB) PutBlob(data []byte) (Digest, error) {
+	d := sha256.Sum256(data)
+	if err := db.check(); err != nil {
+		return d, err
+	}
+	final := db.blobPath(d)
+	if fi, err := os.Stat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(data)) {
+		return d, nil
+	}
+	// A unique temp name lets concurrent PutBlobs of the same bytes proceed;
+	// the last rename wins with identical content.
+	f, err := os.CreateTemp(db.blobs, hex.EncodeToString(d[:])+".*"+tmpExt)
+	if err != nil {
+		return d, fmt.Errorf("store: %s: %w", db.blobs, err)
+	}
+	tmp := f.Name()
+	if err := writeSync(f, data, !db.opts.NoSync); err != nil {
+		os.Remove(tmp)
+		return d, fmt.Errorf("store: %s: %w", tmp, err)
+	}
+	if err := db.crash(CrashBlobTmpWritten); err != nil {
+		return d, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return d, fmt.Errorf("store: %s: %w", final, err)
+	}
+	if err := db.crash(CrashBlobRenamed); err != nil {
+		return d, err
+	}
+	if !db.opts.NoSync {
+		if err := syncDir(db.blobs); err != nil {
+			return d, err
+		}
+	}
+	if err := db.crash(CrashBlobDirSynced); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+func writeSync(f *os.File, data []byte, sync bool) error {
+	_, err := f.Write(data)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", dir, err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Blob returns the bytes of blob d after checking that they hash to d.
+// A missing blob is ErrNoBlob. A blob whose bytes do not match is removed
+// and reported as ErrCorruptBlob.
+func (db *DB) Blob(d Digest) ([]byte, error) {
+	if err := db.check(); err != nil {
+		return nil, err
+	}
+	p := db.blobPath(d)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("store: blob %x: %w", d, ErrNoBlob)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", p, err)
+	}
+	if sha256.Sum256(data) != d {
+		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return nil, fmt.Errorf("store: blob %x: %w (removing it: %v)", d, ErrCorruptBlob, rerr)
+		}
+		return nil, fmt.Errorf("store: blob %x: %w", d, ErrCorruptBlob)
+	}
+	return data, nil
+}
+
+// HasBlob reports whether a file for blob d exists. It does not read or
+// verify it; Blob does.
+func (db *DB) HasBlob(d Digest) bool {
+	if db.check() != nil {
+		return false
+	}
+	fi, err := os.Stat(db.blobPath(d))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// DeleteBlob removes blob d. Removing a missing blob is not an error.
+// The caller must not delete a blob that a retained outcome names.
+func (db *DB) DeleteBlob(d Digest) error {
+	if err := db.check(); err != nil {
+		return err
+	}
+	p := db.blobPath(d)
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("store: %s: %w", p, err)
+	}
+	return nil
+}
+
+// Blobs lists the digests of the stored blobs in ascending order.
+func (db *DB) Blobs() ([]Digest, error) {
+	if err := db.check(); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(db.blobs)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", db.blobs, err)
+	}
+	var out []Digest
+	for _, e := range ents { // ReadDir sorts by name, so by digest
+		var d Digest
+		name := e.Name()
+		if len(name) != 2*len(d) || !e.Type().IsRegular() {
+			continue
+		}
+		if _, err := hex.Decode(d[:], []byte(name)); err != nil || hex.EncodeToString(d[:]) != name {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
