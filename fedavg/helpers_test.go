@@ -101,10 +101,11 @@ func allConfigs() []namedConfig {
 		})})
 	}
 	cs = append(cs,
-		namedConfig{"fedavgm-lr0.5", with(func(c *Config) { c.Strategy, c.ServerLR = NameFedAvgM, 0.5 })},
+		namedConfig{"fedavg-lr0.7", with(func(c *Config) { c.ServerLR = 0.7 })},
+		namedConfig{"fedavgm-lr0.3", with(func(c *Config) { c.Strategy, c.ServerLR = NameFedAvgM, 0.3 })},
 		namedConfig{"multikrum-m3", with(func(c *Config) { c.Strategy, c.Byzantine, c.MultiKrumM = NameMultiKrum, 1, 3 })},
-		namedConfig{"fedavg+clip", with(func(c *Config) { c.ClipNorm = 0.05 })},
-		namedConfig{"trimmedmean+clip", with(func(c *Config) { c.Strategy, c.TrimFraction, c.ClipNorm = NameTrimmedMean, 0.2, 0.05 })},
+		namedConfig{"fedavg+clip", with(func(c *Config) { c.ClipNorm = 0.5 })},
+		namedConfig{"trimmedmean+clip", with(func(c *Config) { c.Strategy, c.TrimFraction, c.ClipNorm = NameTrimmedMean, 0.2, 0.5 })},
 		namedConfig{"fedadam+clip", with(func(c *Config) { c.Strategy, c.ClipNorm = NameFedAdam, 0.05 })},
 	)
 	return cs
