@@ -13,18 +13,26 @@ import (
 // The kernel is stored output-channel first, cout x (k*k*cin) ([cout][kh]
 // [kw][cin]), so that both backward products skip the zeros max-pooling
 // and ReLU leave in the output gradient and run over rows of k*k*cin.
+//
+// With a small k*k*cin (the first layer: 25 values) those rows are too
+// short for the vector kernels, so a channel-major conv instead unrolls the
+// input transposed, (k*k*cin) x (b*h*w), and produces its output channel
+// by channel, cout x (b*h*w): all products then run along the b*h*w
+// positions. The layer after it (ReLU, then a channel-major max-pool) must
+// accept that layout; its gradient comes back in the same layout.
 type conv struct {
 	name            string
 	h, w, cin, cout int
 	k, pad          int
+	cmajor          bool // output cout x (b*h*w), input unrolled transposed
 
 	wt, b, dw, db []float32
 	col           []float32 // im2col of the last input; reused for its gradient
 	y, dx         []float32
 }
 
-func newConv(name string, h, w, cin, cout, k int) *conv {
-	return &conv{name: name, h: h, w: w, cin: cin, cout: cout, k: k, pad: k / 2}
+func newConv(name string, h, w, cin, cout, k int, cmajor bool) *conv {
+	return &conv{name: name, h: h, w: w, cin: cin, cout: cout, k: k, pad: k / 2, cmajor: cmajor}
 }
 
 func (l *conv) kdim() int { return l.k * l.k * l.cin }
@@ -119,11 +127,101 @@ func (l *conv) col2im(dx []float32, b int) {
 	}
 }
 
+// im2colT unrolls the b images in x transposed into l.col: row (kh, kw,
+// ci) holds, for every output position (n, oh, ow), the input value the
+// kernel tap (kh, kw) on channel ci sees there (zero outside the image).
+func (l *conv) im2colT(x []float32, b int) {
+	hw := l.h * l.w
+	p := b * hw
+	imgLen := hw * l.cin
+	for kh := 0; kh < l.k; kh++ {
+		for kw := 0; kw < l.k; kw++ {
+			dw := kw - l.pad
+			lo, hi := max(0, -dw), min(l.w, l.w-dw) // valid ow range
+			for ci := 0; ci < l.cin; ci++ {
+				row := l.col[((kh*l.k+kw)*l.cin+ci)*p : ((kh*l.k+kw)*l.cin+ci+1)*p]
+				for n := 0; n < b; n++ {
+					img := x[n*imgLen : (n+1)*imgLen]
+					for oh := 0; oh < l.h; oh++ {
+						seg := row[(n*l.h+oh)*l.w : (n*l.h+oh+1)*l.w]
+						ih := oh + kh - l.pad
+						if ih < 0 || ih >= l.h || lo >= hi {
+							clear(seg)
+							continue
+						}
+						clear(seg[:lo])
+						src := img[(ih*l.w+lo+dw)*l.cin+ci:]
+						if l.cin == 1 {
+							copy(seg[lo:hi], src)
+						} else {
+							for ow := lo; ow < hi; ow++ {
+								seg[ow] = src[(ow-lo)*l.cin]
+							}
+						}
+						clear(seg[hi:])
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2imT sums the transposed patch gradients in l.col back into dx.
+func (l *conv) col2imT(dx []float32, b int) {
+	clear(dx)
+	hw := l.h * l.w
+	p := b * hw
+	imgLen := hw * l.cin
+	for kh := 0; kh < l.k; kh++ {
+		for kw := 0; kw < l.k; kw++ {
+			dw := kw - l.pad
+			lo, hi := max(0, -dw), min(l.w, l.w-dw)
+			if lo >= hi {
+				continue
+			}
+			for ci := 0; ci < l.cin; ci++ {
+				row := l.col[((kh*l.k+kw)*l.cin+ci)*p : ((kh*l.k+kw)*l.cin+ci+1)*p]
+				for n := 0; n < b; n++ {
+					img := dx[n*imgLen : (n+1)*imgLen]
+					for oh := 0; oh < l.h; oh++ {
+						ih := oh + kh - l.pad
+						if ih < 0 || ih >= l.h {
+							continue
+						}
+						seg := row[(n*l.h+oh)*l.w+lo : (n*l.h+oh)*l.w+hi]
+						dst := img[(ih*l.w+lo+dw)*l.cin+ci:]
+						if l.cin == 1 {
+							blasImpl.Saxpy(len(seg), 1, seg, 1, dst, 1)
+						} else {
+							for j, v := range seg {
+								dst[j*l.cin] += v
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 func (l *conv) forward(x []float32, b int) []float32 {
 	rows := b * l.h * l.w
 	kd := l.kdim()
-	l.im2col(x, b)
 	y := l.y[:rows*l.cout]
+	if l.cmajor {
+		// Y^T = W colT + b, cout x rows.
+		l.im2colT(x, b)
+		for c, v := range l.b {
+			yc := y[c*rows : (c+1)*rows]
+			for i := range yc {
+				yc[i] = v
+			}
+		}
+		sgemm(false, false, l.cout, rows, kd, 1, l.wt, kd, l.col, rows, 1, y, rows)
+		return y
+	}
+	// Y = col W^T + b, rows x cout.
+	l.im2col(x, b)
 	for i := 0; i < rows; i++ {
 		copy(y[i*l.cout:(i+1)*l.cout], l.b)
 	}
@@ -134,6 +232,25 @@ func (l *conv) forward(x []float32, b int) []float32 {
 func (l *conv) backward(dy []float32, b int, needDX bool) []float32 {
 	rows := b * l.h * l.w
 	kd := l.kdim()
+	dx := l.dx[:rows*l.cin]
+	if l.cmajor {
+		// dY^T is cout x rows: dW = dY^T colT^T, db = row sums of dY^T,
+		// dcolT = W^T dY^T, dX = col2imT(dcolT).
+		sgemm(false, true, l.cout, kd, rows, 1, dy, rows, l.col, rows, 0, l.dw, kd)
+		for c := range l.db {
+			var s float32
+			for _, v := range dy[c*rows : (c+1)*rows] {
+				s += v
+			}
+			l.db[c] = s
+		}
+		if !needDX {
+			return nil
+		}
+		sgemm(true, false, kd, rows, l.cout, 1, l.wt, kd, dy, rows, 0, l.col, rows)
+		l.col2imT(dx, b)
+		return dx
+	}
 	// Y = col W^T + b, so dW = dY^T col, db = column sums of dY,
 	// dcol = dY W (into col, no longer needed), then dX = col2im(dcol).
 	sgemm(true, false, l.cout, kd, rows, 1, dy, l.cout, l.col, kd, 0, l.dw, kd)
@@ -142,7 +259,6 @@ func (l *conv) backward(dy []float32, b int, needDX bool) []float32 {
 		return nil
 	}
 	sgemm(false, false, rows, kd, l.cout, 1, dy, l.cout, l.wt, kd, 0, l.col, kd)
-	dx := l.dx[:rows*l.cin]
 	l.col2im(dx, b)
 	return dx
 }
@@ -152,15 +268,20 @@ func (l *conv) macs() (fwd, bwdW, bwdX float64) {
 	return n, n, n
 }
 
-// maxPool is 2x2 max-pooling with stride 2 over channel-last images
-// (h x w x c with h and w even), producing h/2 x w/2 x c.
+// maxPool is 2x2 max-pooling with stride 2 over images of h x w x c (h and
+// w even), producing channel-last h/2 x w/2 x c. A channel-major max-pool
+// reads its input as c x (b*h*w), the layout of a channel-major conv, and
+// returns its input gradient in that layout.
 type maxPool struct {
 	h, w, c int
-	arg     []int32 // per output value: offset of the maximum within its image
+	cmajor  bool
+	arg     []uint8 // per output value: which of its 4 inputs won
 	y, dx   []float32
 }
 
-func newMaxPool(h, w, c int) *maxPool { return &maxPool{h: h, w: w, c: c} }
+func newMaxPool(h, w, c int, cmajor bool) *maxPool {
+	return &maxPool{h: h, w: w, c: c, cmajor: cmajor}
+}
 
 func (l *maxPool) tensors() []Tensor       { return nil }
 func (l *maxPool) numParams() int          { return 0 }
@@ -174,39 +295,45 @@ func (l *maxPool) alloc(b int) {
 	if cap(l.arg) >= b*l.outLen() {
 		l.arg = l.arg[:b*l.outLen()]
 	} else {
-		l.arg = make([]int32, b*l.outLen())
+		l.arg = make([]uint8, b*l.outLen())
 	}
 }
 
+// strides returns, for example n, the input offset of (0, 0, channel 0),
+// the stride between channels and the strides between rows and columns.
+func (l *maxPool) strides(n, b int) (base, cs, rs, ws int) {
+	if l.cmajor {
+		hw := l.h * l.w
+		return n * hw, b * hw, l.w, 1
+	}
+	return n * l.h * l.w * l.c, 1, l.w * l.c, l.c
+}
+
 func (l *maxPool) forward(x []float32, b int) []float32 {
-	inLen, outLen := l.h*l.w*l.c, l.outLen()
-	c, rowStride := l.c, l.w*l.c
-	y := l.y[:b*outLen]
-	o := 0
+	oh2, ow2 := l.h/2, l.w/2
+	y := l.y[:b*l.outLen()]
 	for n := 0; n < b; n++ {
-		img := x[n*inLen : (n+1)*inLen]
-		for oh := 0; oh < l.h/2; oh++ {
-			for ow := 0; ow < l.w/2; ow++ {
-				p00 := (2*oh*l.w + 2*ow) * c
-				p01, p10 := p00+c, p00+rowStride
-				p11 := p10 + c
-				v00, v01 := img[p00:p00+c], img[p01:p01+c]
-				v10, v11 := img[p10:p10+c], img[p11:p11+c]
-				ys, args := y[o:o+c], l.arg[o:o+c]
+		base, cs, rs, ws := l.strides(n, b)
+		o := n * l.outLen()
+		for oh := 0; oh < oh2; oh++ {
+			for ow := 0; ow < ow2; ow++ {
+				p := base + 2*oh*rs + 2*ow*ws
+				ys, args := y[o:o+l.c], l.arg[o:o+l.c]
 				for ch := range ys {
-					best, at := v00[ch], p00+ch
-					if v := v01[ch]; v > best {
-						best, at = v, p01+ch
+					q := p + ch*cs
+					best, at := x[q], uint8(0)
+					if v := x[q+ws]; v > best {
+						best, at = v, 1
 					}
-					if v := v10[ch]; v > best {
-						best, at = v, p10+ch
+					if v := x[q+rs]; v > best {
+						best, at = v, 2
 					}
-					if v := v11[ch]; v > best {
-						best, at = v, p11+ch
+					if v := x[q+rs+ws]; v > best {
+						best, at = v, 3
 					}
-					ys[ch], args[ch] = best, int32(at)
+					ys[ch], args[ch] = best, at
 				}
-				o += c
+				o += l.c
 			}
 		}
 	}
@@ -214,14 +341,22 @@ func (l *maxPool) forward(x []float32, b int) []float32 {
 }
 
 func (l *maxPool) backward(dy []float32, b int, _ bool) []float32 {
-	inLen, outLen := l.h*l.w*l.c, l.outLen()
-	dx := l.dx[:b*inLen]
+	oh2, ow2 := l.h/2, l.w/2
+	dx := l.dx[:b*l.h*l.w*l.c]
 	clear(dx)
 	for n := 0; n < b; n++ {
-		img := dx[n*inLen : (n+1)*inLen]
-		g := dy[n*outLen : (n+1)*outLen]
-		for i, at := range l.arg[n*outLen : (n+1)*outLen] {
-			img[at] += g[i]
+		base, cs, rs, ws := l.strides(n, b)
+		off := [4]int{0, ws, rs, rs + ws}
+		o := n * l.outLen()
+		for oh := 0; oh < oh2; oh++ {
+			for ow := 0; ow < ow2; ow++ {
+				p := base + 2*oh*rs + 2*ow*ws
+				g, args := dy[o:o+l.c], l.arg[o:o+l.c]
+				for ch, at := range args {
+					dx[p+ch*cs+off[at&3]] = g[ch]
+				}
+				o += l.c
+			}
 		}
 	}
 	return dx

@@ -156,7 +156,11 @@ func TestGradMaxPool(t *testing.T) {
 	for i, p := range rng.Perm(n) {
 		x[i] = float32(p)*0.01 - 0.5
 	}
-	gcReport(t, layerCheck(t, newMaxPool(h, w, c), b, h*w*c, x, 1e-3))
+	for _, cmajor := range []bool{false, true} {
+		t.Run(fmt.Sprint("cmajor=", cmajor), func(t *testing.T) {
+			gcReport(t, layerCheck(t, newMaxPool(h, w, c, cmajor), b, h*w*c, x, 1e-3))
+		})
+	}
 }
 
 func TestGradConv(t *testing.T) {
@@ -164,11 +168,13 @@ func TestGradConv(t *testing.T) {
 	for _, tc := range []struct{ b, h, w, cin, cout int }{
 		{1, 5, 5, 1, 2}, {2, 6, 4, 3, 4}, {2, 8, 8, 2, 3}, {1, 2, 3, 2, 2},
 	} {
-		t.Run(fmt.Sprintf("%dx%dx%dx%d-%d", tc.b, tc.h, tc.w, tc.cin, tc.cout), func(t *testing.T) {
-			l := newConv("conv", tc.h, tc.w, tc.cin, tc.cout, 5)
-			x := gcRandom(rng, tc.b*tc.h*tc.w*tc.cin, 1)
-			gcReport(t, layerCheck(t, l, tc.b, tc.h*tc.w*tc.cin, x, 1e-2))
-		})
+		for _, cmajor := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%dx%dx%dx%d-%d-cmajor=%v", tc.b, tc.h, tc.w, tc.cin, tc.cout, cmajor), func(t *testing.T) {
+				l := newConv("conv", tc.h, tc.w, tc.cin, tc.cout, 5, cmajor)
+				x := gcRandom(rng, tc.b*tc.h*tc.w*tc.cin, 1)
+				gcReport(t, layerCheck(t, l, tc.b, tc.h*tc.w*tc.cin, x, 1e-2))
+			})
+		}
 	}
 }
 
@@ -217,7 +223,9 @@ func pattern(m *Model) []int32 {
 				}
 			}
 		case *maxPool:
-			p = append(p, l.arg...)
+			for _, a := range l.arg {
+				p = append(p, int32(a))
+			}
 		}
 	}
 	return p
@@ -359,5 +367,117 @@ func TestGradCheckCatchesErrors(t *testing.T) {
 				t.Errorf("corrupted gradient passed the check (%d coordinates checked)", res.checked)
 			}
 		})
+	}
+}
+
+// TestConvForwardReference compares both convolution layouts with a direct
+// convolution.
+func TestConvForwardReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	const b, h, w, cin, cout, k = 2, 6, 4, 3, 5, 5
+	x := gcRandom(rng, b*h*w*cin, 1)
+	params := gcRandom(rng, cout*k*k*cin+cout, 1)
+	want := make([]float32, b*h*w*cout) // channel-last
+	for n := 0; n < b; n++ {
+		for oh := 0; oh < h; oh++ {
+			for ow := 0; ow < w; ow++ {
+				for co := 0; co < cout; co++ {
+					s := float64(params[cout*k*k*cin+co])
+					for kh := 0; kh < k; kh++ {
+						for kw := 0; kw < k; kw++ {
+							ih, iw := oh+kh-k/2, ow+kw-k/2
+							if ih < 0 || ih >= h || iw < 0 || iw >= w {
+								continue
+							}
+							for ci := 0; ci < cin; ci++ {
+								s += float64(params[((co*k+kh)*k+kw)*cin+ci]) * float64(x[((n*h+ih)*w+iw)*cin+ci])
+							}
+						}
+					}
+					want[((n*h+oh)*w+ow)*cout+co] = float32(s)
+				}
+			}
+		}
+	}
+	for _, cmajor := range []bool{false, true} {
+		l := newConv("conv", h, w, cin, cout, k, cmajor)
+		l.bind(params, make([]float32, len(params)))
+		l.alloc(b)
+		y := l.forward(x, b)
+		rows := b * h * w
+		for p := 0; p < rows; p++ {
+			for co := 0; co < cout; co++ {
+				got := y[p*cout+co]
+				if cmajor {
+					got = y[co*rows+p]
+				}
+				if d := math.Abs(float64(got - want[p*cout+co])); d > 1e-5 {
+					t.Fatalf("cmajor=%v: position %d channel %d: %v, want %v", cmajor, p, co, got, want[p*cout+co])
+				}
+			}
+		}
+	}
+}
+
+// TestMaxPoolForwardReference compares both input layouts with a direct
+// 2x2 max-pool.
+func TestMaxPoolForwardReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	const b, h, w, c = 3, 4, 6, 2
+	x := gcRandom(rng, b*h*w*c, 1) // channel-last
+	xT := make([]float32, len(x))  // channel-major
+	for p := 0; p < b*h*w; p++ {
+		for ch := 0; ch < c; ch++ {
+			xT[ch*b*h*w+p] = x[p*c+ch]
+		}
+	}
+	for _, cmajor := range []bool{false, true} {
+		l := newMaxPool(h, w, c, cmajor)
+		l.alloc(b)
+		in := x
+		if cmajor {
+			in = xT
+		}
+		y := l.forward(in, b)
+		for n := 0; n < b; n++ {
+			for oh := 0; oh < h/2; oh++ {
+				for ow := 0; ow < w/2; ow++ {
+					for ch := 0; ch < c; ch++ {
+						m := float32(math.Inf(-1))
+						for dh := 0; dh < 2; dh++ {
+							for dw := 0; dw < 2; dw++ {
+								m = max(m, x[((n*h+2*oh+dh)*w+2*ow+dw)*c+ch])
+							}
+						}
+						if got := y[((n*h/2+oh)*w/2+ow)*c+ch]; got != m {
+							t.Fatalf("cmajor=%v: (%d,%d,%d,%d) = %v, want %v", cmajor, n, oh, ow, ch, got, m)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDenseForwardReference checks Y = X W + b directly.
+func TestDenseForwardReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 10))
+	const b, in, out = 3, 70, 130 // wider than one gemm tile
+	x := gcRandom(rng, b*in, 1)
+	params := gcRandom(rng, in*out+out, 1)
+	l := newDense("fc", in, out, true)
+	l.bind(params, make([]float32, len(params)))
+	l.alloc(b)
+	y := l.forward(x, b)
+	for i := 0; i < b; i++ {
+		for j := 0; j < out; j++ {
+			s := float64(params[in*out+j])
+			for k := 0; k < in; k++ {
+				s += float64(x[i*in+k]) * float64(params[k*out+j])
+			}
+			if d := math.Abs(s - float64(y[i*out+j])); d > 1e-4 {
+				t.Fatalf("y[%d,%d] = %v, want %v", i, j, y[i*out+j], s)
+			}
+		}
 	}
 }

@@ -56,11 +56,11 @@ func sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 	mt, nt := m, n
 	switch {
 	case m <= gemmTile:
-		nt = 3 * gemmTile
+		nt = balancedTile(n, 3*gemmTile)
 	case n <= gemmTile:
 		mt = 3 * gemmTile
 	default:
-		mt, nt = gemmTile, 3*gemmTile
+		mt, nt = gemmTile, balancedTile(n, 3*gemmTile)
 	}
 	for i := 0; i < m; i += mt {
 		mi := min(mt, m-i)
@@ -81,6 +81,13 @@ func sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 			blasImpl.Sgemm(ta, tb, mi, nj, k, alpha, ai, lda, bj, ldb, beta, c[i*ldc+j:], ldc)
 		}
 	}
+}
+
+// balancedTile splits n into the fewest tiles of at most limit and returns
+// the tile size that makes them (nearly) equal.
+func balancedTile(n, limit int) int {
+	tiles := (n + limit - 1) / limit
+	return (n + tiles - 1) / tiles
 }
 
 // sumRows adds the b rows of the b x n matrix x into dst (len n) after

@@ -116,8 +116,8 @@ func NewModel(s Spec) (*Model, error) {
 	case ArchCNN:
 		h, w := s.Height, s.Width
 		ls = []layer{
-			newConv("conv1", h, w, s.Channels, 32, 5), newReLU(h * w * 32), newMaxPool(h, w, 32),
-			newConv("conv2", h/2, w/2, 32, 64, 5), newReLU(h / 2 * w / 2 * 64), newMaxPool(h/2, w/2, 64),
+			newConv("conv1", h, w, s.Channels, 32, 5, true), newReLU(h * w * 32), newMaxPool(h, w, 32, true),
+			newConv("conv2", h/2, w/2, 32, 64, 5, false), newReLU(h / 2 * w / 2 * 64), newMaxPool(h/2, w/2, 64, false),
 			newDense("fc1", h/4*w/4*64, 512, true), newReLU(512),
 			newDense("fc2", 512, s.Classes, false),
 		}
