@@ -43,18 +43,24 @@ func weightedMean(us []Update, dim int, fn func(lo int, mean []float64)) {
 	for lo := 0; lo < dim; lo += blockSize {
 		a := acc[:min(blockSize, dim-lo)]
 		clear(a)
+		// Several updates per pass save loads and stores of the
+		// accumulators; each sum is still ((acc + p_i) + p_{i+1}) + ...,
+		// in peer order.
 		i := 0
-		// Two updates per pass halve the loads and stores of the
-		// accumulators; the sum is still (acc + p_i) + p_{i+1}, in order.
-		for ; i+1 < len(us); i += 2 {
+		for ; i+3 < len(us); i += 4 {
 			w0, w1 := float64(us[i].Examples), float64(us[i+1].Examples)
+			w2, w3 := float64(us[i+2].Examples), float64(us[i+3].Examples)
 			x0 := us[i].Delta[lo : lo+len(a)]
-			x1 := us[i+1].Delta[lo : lo+len(a)]
-			for j := range a {
-				a[j] = a[j] + float64(w0*float64(x0[j])) + float64(w1*float64(x1[j]))
+			x1 := us[i+1].Delta[lo : lo+len(a)][:len(x0)]
+			x2 := us[i+2].Delta[lo : lo+len(a)][:len(x0)]
+			x3 := us[i+3].Delta[lo : lo+len(a)][:len(x0)]
+			a := a[:len(x0)]
+			for j, x := range x0 {
+				a[j] = a[j] + float64(w0*float64(x)) + float64(w1*float64(x1[j])) +
+					float64(w2*float64(x2[j])) + float64(w3*float64(x3[j]))
 			}
 		}
-		if i < len(us) {
+		for ; i < len(us); i++ {
 			w := float64(us[i].Examples)
 			x := us[i].Delta[lo : lo+len(a)]
 			for j := range a {

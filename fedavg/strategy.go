@@ -55,7 +55,9 @@ var strategyNames = []string{
 // Optimization". ServerLR 0 means the strategy's default: 1 for fedavg and
 // fedavgm, 0.01 for fedadam, fedyogi and fedadagrad. The robust rules
 // (median, trimmedmean, krum, multikrum) add their aggregate to the weights
-// as is and ignore ServerLR.
+// as is and ignore ServerLR. Krum and MultiKrum need at least 2f+3 updates
+// (f = Byzantine); with fewer, Aggregate returns no new model (nil, nil), as
+// every strategy does for a round without updates.
 type Config struct {
 	Strategy string // one of fedavg, fedavgm, fedadam, fedyogi, fedadagrad, median, trimmedmean, krum, multikrum
 	Train    TrainConfig
@@ -68,7 +70,7 @@ type Config struct {
 
 	TrimFraction float64 // trimmedmean: fraction trimmed at each end, [0, 0.5)
 	Byzantine    int     // krum, multikrum: f, the number of Byzantine updates tolerated
-	MultiKrumM   int     // multikrum: m, the number of updates averaged; 0 means n - f
+	MultiKrumM   int     // multikrum: m, the number of updates averaged; 0 means n - f, and m never exceeds n - f
 
 	ClipNorm float64 // > 0 wraps the strategy in Clip with this L2 bound
 }
@@ -142,6 +144,17 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// NeedsIndividualUpdates reports whether the strategy c describes must see
+// each update on its own: the robust rules and server-side clipping. Such a
+// strategy cannot run on the masked sum that secure aggregation reveals.
+func (c Config) NeedsIndividualUpdates() bool {
+	switch c.Strategy {
+	case NameMedian, NameTrimmedMean, NameKrum, NameMultiKrum:
+		return true
+	}
+	return c.ClipNorm > 0
 }
 
 // New returns the strategy c describes, wrapped in Clip if c.ClipNorm > 0.

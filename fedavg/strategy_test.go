@@ -519,3 +519,12 @@ func TestNew(t *testing.T) {
 		t.Errorf("ServerLR defaults: fedavg %v, fedadagrad %v vs %v", next.Weights, adagrad.Weights, adagrad001.Weights)
 	}
 }
+
+func TestNeedsIndividualUpdates(t *testing.T) {
+	for _, nc := range allConfigs() {
+		want := nc.cfg.ClipNorm > 0 || slices.Contains([]string{NameMedian, NameTrimmedMean, NameKrum, NameMultiKrum}, nc.cfg.Strategy)
+		if got := nc.cfg.NeedsIndividualUpdates(); got != want {
+			t.Errorf("%s: NeedsIndividualUpdates = %v, want %v", nc.name, got, want)
+		}
+	}
+}
