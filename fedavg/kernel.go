@@ -14,14 +14,17 @@ import (
 //
 // One trap remains: the Go spec allows x*y + z to be fused into a single
 // FMA instruction, which rounds once instead of twice, and the compiler does
-// so on arm64, ppc64, s390x and on amd64 built with GOAMD64=v3. The result then
-// depends on the build. An explicit conversion rounds to the target type and
-// forbids the fusion, so every product below is wrapped, as in
+// so on arm64 and other architectures, and on amd64 built with GOAMD64=v3.
+// The result then depends on the build. An explicit conversion rounds to the
+// target type and forbids the fusion, so every product in this package is
+// wrapped, as in
 //
 //	acc += float64(w * float64(x))
 //
-// even where the conversion looks redundant. Removing one changes the golden
-// digests under GOAMD64=v3 (and on arm64).
+// even where the conversion looks redundant. A test checks the source for
+// unwrapped products (a fusion usually moves a float64 by one ulp, which the
+// final rounding to float32 hides from the golden digests of G), and golden
+// digests of the kernels' float64 results pin the arithmetic itself.
 
 // blockSize is the number of coordinates processed at a time: the float64
 // accumulators of a block (16 KiB) stay in L1 while the updates stream past.
