@@ -229,18 +229,21 @@ func (l *conv) forward(x []float32, b int) []float32 {
 	return y
 }
 
-func (l *conv) backward(dy []float32, b int, needDX bool) []float32 {
+func (l *conv) backward(dy []float32, b int, needDX, acc bool) []float32 {
 	rows := b * l.h * l.w
 	kd := l.kdim()
 	dx := l.dx[:rows*l.cin]
 	if l.cmajor {
 		// dY^T is cout x rows: dW = dY^T colT^T, db = row sums of dY^T,
 		// dcolT = W^T dY^T, dX = col2imT(dcolT).
-		sgemm(false, true, l.cout, kd, rows, 1, dy, rows, l.col, rows, 0, l.dw, kd)
+		sgemm(false, true, l.cout, kd, rows, 1, dy, rows, l.col, rows, beta(acc), l.dw, kd)
 		for c := range l.db {
 			var s float32
 			for _, v := range dy[c*rows : (c+1)*rows] {
 				s += v
+			}
+			if acc {
+				s += l.db[c]
 			}
 			l.db[c] = s
 		}
@@ -253,8 +256,8 @@ func (l *conv) backward(dy []float32, b int, needDX bool) []float32 {
 	}
 	// Y = col W^T + b, so dW = dY^T col, db = column sums of dY,
 	// dcol = dY W (into col, no longer needed), then dX = col2im(dcol).
-	sgemm(true, false, l.cout, kd, rows, 1, dy, l.cout, l.col, kd, 0, l.dw, kd)
-	sumRows(l.db, dy, rows, l.cout)
+	sgemm(true, false, l.cout, kd, rows, 1, dy, l.cout, l.col, kd, beta(acc), l.dw, kd)
+	sumRows(l.db, dy, rows, l.cout, acc)
 	if !needDX {
 		return nil
 	}
@@ -340,7 +343,7 @@ func (l *maxPool) forward(x []float32, b int) []float32 {
 	return y
 }
 
-func (l *maxPool) backward(dy []float32, b int, _ bool) []float32 {
+func (l *maxPool) backward(dy []float32, b int, _, _ bool) []float32 {
 	oh2, ow2 := l.h/2, l.w/2
 	dx := l.dx[:b*l.h*l.w*l.c]
 	clear(dx)

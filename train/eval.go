@@ -18,14 +18,6 @@ type Metrics struct {
 	Confusion [][]int
 }
 
-// evalBatch is the minibatch size Evaluate runs forward passes with.
-func (m *Model) evalBatch() int {
-	if m.spec.Arch == ArchCNN {
-		return max(m.batch, 50)
-	}
-	return max(m.batch, 500)
-}
-
 // Evaluate runs the model with params over every example of d, in
 // minibatches, and returns the loss, accuracy, per-class precision, recall
 // and F1, and the confusion matrix. Ties between logits go to the lower
@@ -44,8 +36,8 @@ func (m *Model) Evaluate(params []float32, d *Dataset) (Metrics, error) {
 	for i := range mt.Confusion {
 		mt.Confusion[i] = make([]int, c)
 	}
-	B := min(m.evalBatch(), d.N)
-	m.ensure(B)
+	B := min(m.chunk, d.N)
+	m.ensureLayers(B)
 	m.bind(params)
 	var sum float64
 	correct := 0
@@ -54,7 +46,7 @@ func (m *Model) Evaluate(params []float32, d *Dataset) (Metrics, error) {
 		x := d.X[s*m.inDim : (s+b)*m.inDim]
 		y := d.Y[s : s+b]
 		logits := m.forward(x, b)
-		sum += m.loss.forwardBackward(logits, y, b, false)
+		sum += m.loss.forwardBackward(logits, y, b, 0)
 		for i := 0; i < b; i++ {
 			p := argmax(logits[i*c : (i+1)*c])
 			t := int(y[i])

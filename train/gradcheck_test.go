@@ -116,7 +116,7 @@ func layerCheck(t *testing.T, l layer, b, inDim int, x []float32, eps float64) *
 	}
 	fwd()
 	dy := slices.Clone(r)
-	dx := slices.Clone(l.backward(dy, b, true))
+	dx := slices.Clone(l.backward(dy, b, true, false))
 	grads = slices.Clone(grads)
 
 	res := &gcResult{}
@@ -188,8 +188,8 @@ func TestGradSoftmaxXent(t *testing.T) {
 	for i := range y {
 		y[i] = uint8(rng.IntN(c))
 	}
-	obj := func() (float64, bool) { return s.forwardBackward(z, y, b, false) / b, true }
-	s.forwardBackward(z, y, b, true)
+	obj := func() (float64, bool) { return s.forwardBackward(z, y, b, 0) / b, true }
+	s.forwardBackward(z, y, b, b)
 	res := &gcResult{}
 	gcCheck(res, "logit", obj, z, slices.Clone(s.grad), gcPick(rng, len(z), 100), 1e-3, 1e-2, 1e-5)
 	gcReport(t, res)
@@ -198,7 +198,7 @@ func TestGradSoftmaxXent(t *testing.T) {
 	z2 := []float32{1000, -1000, 0, 0, 0, 0}
 	s2 := softmaxXent{classes: c}
 	s2.alloc(1)
-	if l := s2.forwardBackward(z2, []uint8{1}, 1, true); math.Abs(l-2000) > 1e-6 {
+	if l := s2.forwardBackward(z2, []uint8{1}, 1, 1); math.Abs(l-2000) > 1e-6 {
 		t.Errorf("loss of extreme logits = %v, want 2000", l)
 	}
 	for _, g := range s2.grad {
@@ -270,7 +270,7 @@ func modelCheck(t *testing.T, s Spec, b int, mu float64, corrupt func([]float32)
 	m.forward(x, b)
 	base := pattern(m)
 	obj := func() (float64, bool) {
-		l := m.loss.forwardBackward(m.forward(x, b), y, b, false) / float64(b)
+		l := m.loss.forwardBackward(m.forward(x, b), y, b, 0) / float64(b)
 		if mu > 0 {
 			var p float64
 			for i, w := range params {
@@ -479,5 +479,43 @@ func TestDenseForwardReference(t *testing.T) {
 				t.Fatalf("y[%d,%d] = %v, want %v", i, j, y[i*out+j], s)
 			}
 		}
+	}
+}
+
+// TestChunkedGradient checks that a minibatch processed in chunks (to bound
+// memory) gets the same gradient as in one pass.
+func TestChunkedGradient(t *testing.T) {
+	for _, s := range []Spec{
+		{Arch: Arch2NN, Height: 3, Width: 3, Channels: 1, Classes: 4},
+		{Arch: ArchCNN, Height: 4, Width: 8, Channels: 2, Classes: 3},
+	} {
+		t.Run(s.Arch, func(t *testing.T) {
+			const b = 11
+			d := randomDataset(s, b, 4)
+			grads := make([][]float32, 2)
+			losses := make([]float64, 2)
+			for i, chunk := range []int{b, 3} {
+				m, _ := NewModel(s)
+				m.chunk = chunk
+				p := make([]float32, m.NumParams())
+				m.Init(p, 2)
+				m.ensure(b)
+				m.bind(p)
+				losses[i] = m.lossGrad(d.X, d.Y, b)
+				grads[i] = m.grad
+			}
+			if math.Abs(losses[0]-losses[1]) > 1e-6*math.Abs(losses[0]) {
+				t.Errorf("loss %v in one pass, %v in chunks", losses[0], losses[1])
+			}
+			var scale float64
+			for _, g := range grads[0] {
+				scale = max(scale, math.Abs(float64(g)))
+			}
+			for i, g := range grads[0] {
+				if math.Abs(float64(g-grads[1][i])) > 1e-5*scale {
+					t.Fatalf("gradient[%d]: %v in one pass, %v in chunks", i, g, grads[1][i])
+				}
+			}
+		})
 	}
 }

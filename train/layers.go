@@ -25,9 +25,10 @@ type layer interface {
 	// forward computes the output of the b examples in x (b x inSize).
 	forward(x []float32, b int) []float32
 	// backward takes the gradient of the loss with respect to the last
-	// forward output, writes the parameter gradients and, if needDX,
-	// returns the gradient with respect to the last forward input.
-	backward(dy []float32, b int, needDX bool) []float32
+	// forward output, writes the parameter gradients (adds them to the
+	// current ones if acc) and, if needDX, returns the gradient with
+	// respect to the last forward input.
+	backward(dy []float32, b int, needDX, acc bool) []float32
 	// macs reports multiply-adds per example of the forward pass, of the
 	// weight gradient and of the input gradient.
 	macs() (fwd, bwdW, bwdX float64)
@@ -83,6 +84,14 @@ func sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 	}
 }
 
+// beta is the gemm coefficient of C that overwrites it or accumulates into it.
+func beta(acc bool) float32 {
+	if acc {
+		return 1
+	}
+	return 0
+}
+
 // balancedTile splits n into the fewest tiles of at most limit and returns
 // the tile size that makes them (nearly) equal.
 func balancedTile(n, limit int) int {
@@ -90,10 +99,12 @@ func balancedTile(n, limit int) int {
 	return (n + tiles - 1) / tiles
 }
 
-// sumRows adds the b rows of the b x n matrix x into dst (len n) after
-// clearing it: dst = column sums of x.
-func sumRows(dst, x []float32, b, n int) {
-	clear(dst)
+// sumRows sets dst (len n) to the column sums of the b x n matrix x, or
+// adds them to it if acc.
+func sumRows(dst, x []float32, b, n int, acc bool) {
+	if !acc {
+		clear(dst)
+	}
 	for i := 0; i < b; i++ {
 		blasImpl.Saxpy(n, 1, x[i*n:(i+1)*n], 1, dst, 1)
 	}
@@ -168,10 +179,10 @@ func (l *dense) forward(x []float32, b int) []float32 {
 	return y
 }
 
-func (l *dense) backward(dy []float32, b int, needDX bool) []float32 {
+func (l *dense) backward(dy []float32, b int, needDX, acc bool) []float32 {
 	// dW = X^T dY, db = column sums of dY, dX = dY W^T.
-	sgemm(true, false, l.in, l.out, b, 1, l.x, l.in, dy, l.out, 0, l.dw, l.out)
-	sumRows(l.db, dy, b, l.out)
+	sgemm(true, false, l.in, l.out, b, 1, l.x, l.in, dy, l.out, beta(acc), l.dw, l.out)
+	sumRows(l.db, dy, b, l.out, acc)
 	if !needDX {
 		return nil
 	}
@@ -211,7 +222,7 @@ func (l *relu) forward(x []float32, b int) []float32 {
 	return y
 }
 
-func (l *relu) backward(dy []float32, b int, _ bool) []float32 {
+func (l *relu) backward(dy []float32, b int, _, _ bool) []float32 {
 	dy = dy[:b*l.n]
 	y := l.y[:len(dy)]
 	for i, v := range y {
@@ -232,12 +243,14 @@ type softmaxXent struct {
 func (s *softmaxXent) alloc(b int) { s.grad = growF32(s.grad, b*s.classes) }
 
 // forwardBackward returns the sum over the b examples of -log softmax(z)[y]
-// and, if needGrad, leaves the gradient of the mean loss with respect to
-// the logits in s.grad.
-func (s *softmaxXent) forwardBackward(logits []float32, y []uint8, b int, needGrad bool) float64 {
+// and, if meanOver > 0, leaves in s.grad the gradient with respect to the
+// logits of that sum divided by meanOver (the size of the whole minibatch
+// when it is processed in chunks).
+func (s *softmaxXent) forwardBackward(logits []float32, y []uint8, b, meanOver int) float64 {
 	c := s.classes
 	var sum float64
-	inv := 1 / float64(b)
+	needGrad := meanOver > 0
+	inv := 1 / float64(meanOver)
 	for i := 0; i < b; i++ {
 		z := logits[i*c : (i+1)*c]
 		zmax := float64(z[0])

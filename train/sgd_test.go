@@ -304,3 +304,24 @@ func TestTrainNoAllocs(t *testing.T) {
 		t.Errorf("%v allocations per Train call of 20 steps", allocs)
 	}
 }
+
+func TestTrainLargeBatchChunked(t *testing.T) {
+	// A CNN minibatch of 150 runs in chunks of 64; full-batch training
+	// (FedSGD) must work and learn.
+	d := blobsDataset(150, 4, 4, 3, 6)
+	m, _ := NewModel(Spec{Arch: ArchCNN, Height: 4, Width: 4, Channels: 1, Classes: 3})
+	p := make([]float32, m.NumParams())
+	m.Init(p, 1)
+	before, _ := m.Evaluate(p, d)
+	st, err := m.Train(p, nil, d, allIndices(d.N), SGDConfig{Epochs: 5, BatchSize: 1000, LR: 0.1}, rand.New(rand.NewPCG(1, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := m.Evaluate(p, d)
+	if st.Steps != 5 || st.Examples != 750 || !(after.Loss < before.Loss) {
+		t.Errorf("stats %+v, loss %.4f -> %.4f", st, before.Loss, after.Loss)
+	}
+	if m.lbatch > cnnChunk {
+		t.Errorf("layer scratch sized for %d examples, want at most %d", m.lbatch, cnnChunk)
+	}
+}
