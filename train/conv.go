@@ -236,7 +236,7 @@ func (l *conv) backward(dy []float32, b int, needDX, acc bool) []float32 {
 	if l.cmajor {
 		// dY^T is cout x rows: dW = dY^T colT^T, db = row sums of dY^T,
 		// dcolT = W^T dY^T, dX = col2imT(dcolT).
-		sgemm(false, true, l.cout, kd, rows, 1, dy, rows, l.col, rows, beta(acc), l.dw, kd)
+		sgemm(false, true, l.cout, kd, rows, 1, dy, rows, l.col, rows, accBeta(acc), l.dw, kd)
 		for c := range l.db {
 			var s float32
 			for _, v := range dy[c*rows : (c+1)*rows] {
@@ -256,7 +256,7 @@ func (l *conv) backward(dy []float32, b int, needDX, acc bool) []float32 {
 	}
 	// Y = col W^T + b, so dW = dY^T col, db = column sums of dY,
 	// dcol = dY W (into col, no longer needed), then dX = col2im(dcol).
-	sgemm(true, false, l.cout, kd, rows, 1, dy, l.cout, l.col, kd, beta(acc), l.dw, kd)
+	sgemm(true, false, l.cout, kd, rows, 1, dy, l.cout, l.col, kd, accBeta(acc), l.dw, kd)
 	sumRows(l.db, dy, rows, l.cout, acc)
 	if !needDX {
 		return nil

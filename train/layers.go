@@ -44,8 +44,9 @@ const gemmTile = 64
 
 // sgemm computes C = alpha*op(A)*op(B) + beta*C (op transposes when tA,
 // tB) with gonum's pure Go implementation, tiling C so that each call runs
-// serially without allocating. Every element of C is accumulated in the
-// same order as by a single call, so results do not depend on the tiling.
+// serially without allocating. The tiling depends only on the shapes, and
+// each element of C is computed by one serial call, so results are
+// deterministic.
 func sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	ta, tb := blas.NoTrans, blas.NoTrans
 	if tA {
@@ -84,8 +85,9 @@ func sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 	}
 }
 
-// beta is the gemm coefficient of C that overwrites it or accumulates into it.
-func beta(acc bool) float32 {
+// accBeta is the gemm coefficient of C that overwrites it or accumulates
+// into it.
+func accBeta(acc bool) float32 {
 	if acc {
 		return 1
 	}
@@ -181,7 +183,7 @@ func (l *dense) forward(x []float32, b int) []float32 {
 
 func (l *dense) backward(dy []float32, b int, needDX, acc bool) []float32 {
 	// dW = X^T dY, db = column sums of dY, dX = dY W^T.
-	sgemm(true, false, l.in, l.out, b, 1, l.x, l.in, dy, l.out, beta(acc), l.dw, l.out)
+	sgemm(true, false, l.in, l.out, b, 1, l.x, l.in, dy, l.out, accBeta(acc), l.dw, l.out)
 	sumRows(l.db, dy, b, l.out, acc)
 	if !needDX {
 		return nil

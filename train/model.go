@@ -25,19 +25,21 @@ const (
 // Archs lists the valid values of Spec.Arch.
 var Archs = []string{ArchLogReg, Arch2NN, ArchCNN}
 
-// maxInputDim bounds the per-example input size so that buffer sizes and
-// int32 offsets cannot overflow.
+// maxInputDim bounds the per-example input size so that buffer sizes
+// cannot overflow.
 const maxInputDim = 1 << 24
 
 // Spec describes a model: its architecture and the shape of its input
 // (Height x Width x Channels, channel-last, as in Dataset) and output.
 // The dense architectures only care about the flattened size.
 type Spec struct {
-	Arch     string
-	Height   int
-	Width    int
-	Channels int
-	Classes  int
+	// Arch is the architecture: ArchLogReg, Arch2NN or ArchCNN.
+	Arch string
+	// Height, Width and Channels are the input shape; their product is the
+	// data set's Dim. The CNN needs Height and Width divisible by 4.
+	Height, Width, Channels int
+	// Classes is the number of output classes, 2..256.
+	Classes int
 }
 
 // Validate reports whether s describes a model this package can build.
@@ -71,10 +73,14 @@ func (s Spec) InputDim() int { return s.Height * s.Width * s.Channels }
 // shape [in, out] (Y = X W + b); convolution kernels have shape
 // [out channels, kh, kw, in channels]; biases have shape [out].
 type Tensor struct {
-	Name   string
-	Shape  []int
+	// Name is the layer and role, such as "conv1.weight" or "fc2.bias".
+	Name string
+	// Shape is the tensor's shape, outermost dimension first.
+	Shape []int
+	// Offset is the index of the first value in the parameter vector.
 	Offset int
-	Len    int
+	// Len is the number of values, the product of Shape.
+	Len int
 }
 
 // Model is one of the built-in networks. It owns no parameters: they are
