@@ -137,6 +137,7 @@ type Machine struct {
 
 	leaderTerm uint64 // term in which this member leads and its empty entry applied
 	idleTicks  int    // ticks without an applied outcome (voters ask for leadership)
+	stalls     uint64 // times the current round stalled for 2 deadlines
 	attests    map[uint64]map[string]Digest
 	halted     string
 	bootSnap   *pb.Snapshot
@@ -261,7 +262,7 @@ func (m *Machine) startRound() {
 	r := m.st.Round + 1
 	m.cur = roundState{round: r, anns: map[string]*Message{}, haves: map[Digest]map[string]bool{},
 		declines: map[string]bool{}, fetching: map[Digest]bool{}, have: map[Digest]bool{}, proposed: -1}
-	m.idleTicks = 0
+	m.idleTicks, m.stalls = 0, 0
 	for old := range m.attests {
 		if old+16 < r {
 			delete(m.attests, old)
@@ -289,15 +290,36 @@ func (m *Machine) Tick() {
 	if q := max(m.p.DeadlineTicks/4, 1); m.cur.own != nil && m.cur.ticks%q == 0 {
 		m.out.Gossip = append(m.out.Gossip, m.cur.own) // repeat until the round closes
 	}
-	if m.idleTicks >= 2*m.p.DeadlineTicks && m.isVoter() && !m.IsLeader() {
-		m.rn.TransferLeader(m.id) // no progress for 2 deadlines: ask for leadership
+	if m.IsLeader() {
+		m.idleTicks = 0 // a leader's own stall is for the others to judge
+	}
+	if m.idleTicks >= 2*m.p.DeadlineTicks && m.isVoter() {
+		// No progress for 2 deadlines: one designated voter asks for
+		// leadership (several at once would abort each other's transfers).
 		m.idleTicks = 0
+		m.stalls++
+		if m.successor() == m.id {
+			m.rn.TransferLeader(m.id)
+		}
 	}
 	if m.IsLeader() && m.cur.proposed >= 0 && m.cur.ticks-m.cur.proposed >= m.p.DeadlineTicks/2 {
 		m.cur.proposed = -1 // the proposal was dropped: propose again
 		m.Counters.Reproposals++
 	}
 	m.maybeClose()
+}
+
+// successor is the voter that asks for leadership after a stall: the same
+// on every member, a different one after each further stall.
+func (m *Machine) successor() uint64 {
+	lead := m.Leader()
+	var cands []uint64
+	for _, v := range m.p.Voters {
+		if id := RaftID(v); id != lead {
+			cands = append(cands, id)
+		}
+	}
+	return cands[(m.st.Round+m.stalls)%uint64(len(cands))]
 }
 
 func (m *Machine) isVoter() bool { _, ok := m.voters[m.id]; return ok }
@@ -362,6 +384,7 @@ func (m *Machine) step(msg *Message) error {
 		}
 		if prev, ok := m.cur.anns[author]; ok {
 			if sameAnnouncement(prev, msg) {
+				m.want(msg.Digest, msg.Author) // a failed fetch is retried on the repeat
 				return nil
 			}
 			m.alarm("equivocation: %s announced two updates for round %d (%s, %s)", msg.Author.Short(), msg.Round, prev.Digest.String()[:12], msg.Digest.String()[:12])

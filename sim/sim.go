@@ -12,6 +12,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/round"
 	"github.com/globalbrain/globalbrain/train"
 )
 
@@ -91,41 +92,14 @@ func Members(c Config, d *train.Dataset) ([]Member, error) {
 	return ms, nil
 }
 
-// ConsortiumID names the simulated consortium; it seeds the round sampling.
-func ConsortiumID(c Config) []byte {
-	h := sha256.New()
-	fmt.Fprintf(h, "globalbrain/sim/1 %s %s %d %s %d", c.Dataset, c.Partition, c.Members, c.Model, c.Seed)
-	return h.Sum(nil)
-}
-
-// Sample returns the k members of round r with the smallest
-// SHA-256(consortium ID, r, peer ID), in peer-ID order. Nobody can steer it.
-func Sample(consortium []byte, r uint64, ids []identity.PeerID, k int) []int {
-	type ranked struct {
-		i    int
-		rank [32]byte
+// sampleIndices is round.Sample as member indices.
+func sampleIndices(cid []byte, r uint64, ids []identity.PeerID, k int) []int {
+	var out []int
+	for _, id := range round.Sample(cid, r, ids, k) {
+		out = append(out, slices.IndexFunc(ids, func(x identity.PeerID) bool { return identity.Compare(x, id) == 0 }))
 	}
-	rs := make([]ranked, len(ids))
-	var rb [8]byte
-	binary.BigEndian.PutUint64(rb[:], r)
-	for i, id := range ids {
-		h := sha256.New()
-		h.Write(consortium)
-		h.Write(rb[:])
-		h.Write(id)
-		rs[i].i = i
-		h.Sum(rs[i].rank[:0])
-	}
-	slices.SortFunc(rs, func(a, b ranked) int { return bytesCompare(a.rank[:], b.rank[:]) })
-	out := make([]int, 0, k)
-	for _, x := range rs[:min(k, len(rs))] {
-		out = append(out, x.i)
-	}
-	slices.SortFunc(out, func(a, b int) int { return identity.Compare(ids[a], ids[b]) })
 	return out
 }
-
-func bytesCompare(a, b []byte) int { return identity.Compare(a, b) }
 
 // TrainingSeed seeds member id's training randomness in round r; it depends
 // on nothing else, so members can train in any order or in any process.
@@ -207,14 +181,18 @@ func Run(ctx context.Context, c Config, data Data, obs Observer) (*Result, error
 			return nil, err
 		}
 	}
-	cid := ConsortiumID(c)
+	man, err := c.Manifest(members, data.Train)
+	if err != nil {
+		return nil, err
+	}
+	cid := man.ConsortiumID()
 	res := &Result{Config: c}
 	for r := uint64(1); r <= uint64(c.Rounds); r++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		roundStart := time.Now()
-		sample := Sample(cid, r, ids, c.SampleSize())
+		sample := sampleIndices(cid[:], r, ids, c.SampleSize())
 		tc := strategy.Configure(r, g)
 		updates, stats, err := trainAll(ctx, workers, g, data.Train, members, sample, tc, c, r, obs)
 		if err != nil {

@@ -107,33 +107,6 @@ func TestRunCancelled(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
-func TestSample(t *testing.T) {
-	ids := make([]identity.PeerID, 50)
-	for i := range ids {
-		ids[i] = identity.Derive(9, i).ID
-	}
-	cid := []byte("consortium")
-	s1 := Sample(cid, 1, ids, 5)
-	require.Len(t, s1, 5)
-	require.Equal(t, s1, Sample(cid, 1, ids, 5))
-	require.NotEqual(t, s1, Sample(cid, 2, ids, 5))
-	require.NotEqual(t, s1, Sample([]byte("other"), 1, ids, 5))
-	for i := 1; i < len(s1); i++ {
-		require.Negative(t, identity.Compare(ids[s1[i-1]], ids[s1[i]]), "sample in peer-ID order")
-	}
-	// Over many rounds every member is sampled about equally often.
-	counts := make([]int, len(ids))
-	for r := uint64(0); r < 2000; r++ {
-		for _, i := range Sample(cid, r, ids, 5) {
-			counts[i]++
-		}
-	}
-	for i, n := range counts {
-		require.InDelta(t, 200, n, 60, "member %d", i)
-	}
-	require.Len(t, Sample(cid, 1, ids, 80), 50)
-}
-
 func TestTrainingSeedDependsOnEveryInput(t *testing.T) {
 	a, b := identity.Derive(1, 0).ID, identity.Derive(1, 1).ID
 	x := TrainingSeed(1, a, 1).Uint64()
@@ -197,4 +170,31 @@ func TestReport(t *testing.T) {
 	require.True(t, bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")))
 	require.Greater(t, len(png), 10000)
 	require.True(t, strings.HasSuffix(chart, ".png"))
+}
+
+// TestNodesMatchDirectLoop is the differential test: for the same seed,
+// fraction 1 and no faults, the consortium of full nodes (Raft, stores,
+// in-memory network) ends on the same model digest as the direct loop.
+func TestNodesMatchDirectLoop(t *testing.T) {
+	data := smallMNIST(t, 3000, 1000)
+	for _, strategy := range []string{"fedavg", "fedadam"} {
+		t.Run(strategy, func(t *testing.T) {
+			c := smallConfig()
+			c.Members = 4
+			c.Rounds = 3
+			c.Workers = 2
+			c.Strategy.Strategy = strategy
+			direct, err := Run(context.Background(), c, data, Observer{})
+			require.NoError(t, err)
+			nodes, err := RunNodes(context.Background(), c, data, Faults{}, Observer{})
+			require.NoError(t, err)
+			require.Len(t, nodes.Rounds, 3)
+			for i := range direct.Rounds {
+				require.Equal(t, direct.Rounds[i].Digest, nodes.Rounds[i].Digest, "round %d", i+1)
+				require.Equal(t, direct.Rounds[i].Participants, nodes.Rounds[i].Participants)
+			}
+			require.Equal(t, direct.Final.Digest(), nodes.Final.Digest())
+			require.Equal(t, direct.Metrics.Accuracy, nodes.Metrics.Accuracy)
+		})
+	}
 }

@@ -37,10 +37,11 @@ type Options struct {
 
 // Outcome is what a member applied for a round.
 type Outcome struct {
-	Index uint64
-	Model round.Digest
-	Chain round.Digest
-	Kind  round.EntryKind
+	Index    uint64
+	Model    round.Digest
+	Chain    round.Digest
+	Kind     round.EntryKind
+	Included int
 }
 
 // Member is one simulated member and what it has persisted.
@@ -444,11 +445,14 @@ func (e *Env) apply(m *Member, t *round.ApplyTask) error {
 	if d == t.Entry.Result {
 		m.blobs[d] = g.Encode()
 		m.applied = round.State{Index: t.Index, Round: t.Entry.Round, Model: d, Chain: t.Chain}
-		m.History[t.Entry.Round] = Outcome{Index: t.Index, Model: d, Chain: t.Chain, Kind: t.Entry.Kind}
+		m.History[t.Entry.Round] = Outcome{Index: t.Index, Model: d, Chain: t.Chain, Kind: t.Entry.Kind, Included: len(t.Entry.Included)}
 	}
 	m.M.Applied(t, d, nil)
 	return nil
 }
+
+// Genesis is G(0)'s digest.
+func (e *Env) Genesis() round.Digest { return e.genesis.Digest() }
 
 // Model returns member i's applied model.
 func (e *Env) Model(i int) (*fedavg.Global, error) {

@@ -1,0 +1,529 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/store"
+	"github.com/globalbrain/globalbrain/train"
+)
+
+// Network carries a member's traffic. Implementations deliver what arrives
+// for the member to the Handler given at Attach and never block it for long.
+type Network interface {
+	// Publish gossips a small signed message to every member.
+	Publish(ctx context.Context, msg []byte) error
+	// SendRaft sends an encoded Raft message to one member.
+	SendRaft(ctx context.Context, to identity.PeerID, msg []byte) error
+	// Fetch obtains a blob by digest from a member that holds it (from is a
+	// hint); the caller verifies the hash.
+	Fetch(ctx context.Context, from identity.PeerID, d round.Digest) ([]byte, error)
+}
+
+// Handler receives a member's incoming traffic.
+type Handler interface {
+	HandleGossip(from identity.PeerID, msg []byte)
+	HandleRaft(from identity.PeerID, msg []byte)
+}
+
+// Store is the member's crash-safe storage.
+type Store interface {
+	PutBlob(data []byte) (store.Digest, error)
+	Blob(d store.Digest) ([]byte, error)
+	HasBlob(d store.Digest) bool
+	SaveRaft(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error
+	LoadRaft() (*pb.HardState, *pb.Snapshot, []*pb.Entry, error)
+	Apply(a store.Applied) error
+	LastApplied() (store.Applied, error)
+}
+
+var _ Store = (*store.DB)(nil)
+
+// Trainer trains the member's model for a round from the global model.
+type Trainer interface {
+	// Train returns the update: the float32 delta (local minus global) and the
+	// example count, capped at the manifest's max_examples_per_member.
+	Train(ctx context.Context, r uint64, global *fedavg.Global, cfg fedavg.TrainConfig) (delta []float32, examples int64, err error)
+}
+
+// Applied is what the node reports after applying a round's outcome.
+type Applied struct {
+	Round uint64
+	Index uint64
+	Entry *round.Entry
+	Model *fedavg.Global
+}
+
+// Config wires a node.
+type Config struct {
+	Identity identity.Identity
+	Manifest *manifest.Manifest
+	Store    Store
+	Network  Network
+	Trainer  Trainer
+	Logger   *slog.Logger
+	// OnApply, if set, is called on the loop after each applied outcome.
+	OnApply func(Applied)
+	// Crash, if set, is called at the loop's crash points; an error stops
+	// the loop right there, as a process dying at that instant (tests).
+	Crash func(point string) error
+}
+
+// Crash points of the event loop.
+const (
+	CrashBeforePersist = "ready.before-persist"
+	CrashAfterPersist  = "ready.after-persist"
+	CrashAfterPublish  = "ready.after-publish"
+	CrashAfterAdvance  = "ready.after-advance"
+)
+
+// Node is one member: its round machine and the loop that drives it.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	m        *round.Machine
+	strategy fedavg.Strategy
+	dim      int
+	raftPeer map[uint64]identity.PeerID
+
+	mu     sync.Mutex
+	queue  []func()      // everything that touches m runs on the loop, in order
+	wake   chan struct{} // signalled when queue becomes non-empty
+	busy   atomic.Int64
+	onTick []func() // retries waiting for the next tick
+	tasks  sync.WaitGroup
+	model  *fedavg.Global // G(applied round), cached
+	apply  *round.ApplyTask
+	alarms []string
+	done   chan struct{}
+	err    error
+}
+
+// Genesis returns G(0) for a manifest: the model initialised from its seed.
+func Genesis(m *manifest.Manifest) (*fedavg.Global, error) {
+	mod, err := train.NewModel(ModelSpec(m))
+	if err != nil {
+		return nil, err
+	}
+	w := make([]float32, mod.NumParams())
+	mod.Init(w, m.Model.InitSeed)
+	return fedavg.NewGlobal(w), nil
+}
+
+// ModelSpec is the manifest's model.
+func ModelSpec(m *manifest.Manifest) train.Spec {
+	return train.Spec{Arch: m.Model.Arch, Height: m.Model.Height, Width: m.Model.Width, Channels: m.Model.Channels, Classes: m.Model.Classes}
+}
+
+// Params derives the round protocol's parameters from a manifest.
+func Params(m *manifest.Manifest, dim int) round.Params {
+	return round.Params{
+		Consortium: m.ConsortiumID(), Members: m.MemberIDs(), Voters: m.Voters(),
+		Fraction: m.Round.Fraction, MinParticipants: m.Round.MinParticipants, OverSelect: m.Round.OverSelect,
+		DeadlineTicks: m.DeadlineTicks(), ElectionTicks: m.Round.ElectionTicks,
+		MaxExamples: m.Round.MaxExamplesPerMember, UpdateBytes: 4 * int64(dim),
+		Aggregator: m.Strategy.Name + "/1", Rounds: uint64(m.Training.Rounds),
+	}
+}
+
+// New builds a node from its store: a fresh member starts at genesis, a
+// restarted one resumes from what it persisted.
+func New(cfg Config) (*Node, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("peer", cfg.Identity.ID.Short())
+	strategy, err := fedavg.New(cfg.Manifest.StrategyConfig())
+	if err != nil {
+		return nil, err
+	}
+	g0, err := Genesis(cfg.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cfg.Store.PutBlob(g0.Encode()); err != nil {
+		return nil, fmt.Errorf("node: store genesis model: %w", err)
+	}
+	hs, snap, ents, err := cfg.Store.LoadRaft()
+	if err != nil {
+		return nil, err
+	}
+	if hs != nil && raft.IsEmptyHardState(hs) {
+		hs = nil
+	}
+	if snap != nil && raft.IsEmptySnap(snap) {
+		snap = nil
+	}
+	last, err := cfg.Store.LastApplied()
+	if err != nil {
+		return nil, err
+	}
+	st := round.State{Index: last.Index, Round: last.Round, Model: last.Model, Chain: last.ChainHash}
+	if last.Index == 0 && (hs != nil || snap != nil || len(ents) > 0) {
+		st = round.State{Index: 1, Model: g0.Digest()} // persisted the bootstrap, applied nothing yet
+	}
+	p := Params(cfg.Manifest, len(g0.Weights))
+	m, err := round.New(round.Config{Params: p, Self: cfg.Identity, Genesis: g0.Digest(), Applied: st,
+		HardState: hs, Snapshot: snap, Entries: ents})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, m: m, strategy: strategy, dim: len(g0.Weights),
+		raftPeer: map[uint64]identity.PeerID{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	for _, id := range p.Members {
+		n.raftPeer[round.RaftID(id)] = id
+	}
+	if n.model, err = n.loadModel(m.State().Model); err != nil {
+		return nil, fmt.Errorf("node: applied model: %w", err)
+	}
+	return n, nil
+}
+
+func (n *Node) loadModel(d round.Digest) (*fedavg.Global, error) {
+	if n.model != nil && n.model.Digest() == d {
+		return n.model, nil
+	}
+	b, err := n.cfg.Store.Blob(d)
+	if err != nil {
+		return nil, err
+	}
+	return fedavg.Decode(b)
+}
+
+// Busy reports how much work is in flight or queued: events not yet
+// handled and tasks (training, fetches) not yet finished. A simulator ticks
+// only when every node reports 0.
+func (n *Node) Busy() int64 { return n.busy.Load() }
+
+// enqueue hands f to the loop. It counts as busy until f has run. The queue
+// is not bounded here: the transport bounds what it accepts per peer.
+func (n *Node) enqueue(f func()) {
+	n.busy.Add(1)
+	n.mu.Lock()
+	n.queue = append(n.queue, f)
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) dequeue() []func() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	q := n.queue
+	n.queue = nil
+	return q
+}
+
+// Tick feeds one tick of logical time.
+func (n *Node) Tick() {
+	n.enqueue(func() {
+		n.m.Tick()
+		retries := n.onTick
+		n.onTick = nil
+		for _, f := range retries {
+			f()
+		}
+	})
+}
+
+// HandleGossip implements Handler.
+func (n *Node) HandleGossip(from identity.PeerID, b []byte) {
+	msg, err := round.DecodeMessage(b)
+	if err != nil {
+		n.log.Debug("gossip rejected", "from", from.Short(), "err", err)
+		return
+	}
+	n.enqueue(func() {
+		if err := n.m.Step(msg); err != nil && !errors.Is(err, round.ErrStale) {
+			n.log.Debug("gossip rejected", "from", from.Short(), "msg", msg, "err", err)
+		}
+	})
+}
+
+// HandleRaft implements Handler.
+func (n *Node) HandleRaft(from identity.PeerID, b []byte) {
+	var msg pb.Message
+	if err := proto.Unmarshal(b, &msg); err != nil {
+		n.log.Debug("raft message rejected", "from", from.Short(), "err", err)
+		return
+	}
+	if n.raftPeer[msg.GetFrom()] == nil || identity.Compare(n.raftPeer[msg.GetFrom()], from) != 0 {
+		n.log.Warn("raft message from a peer that is not its sender", "from", from.Short())
+		return
+	}
+	n.enqueue(func() { _ = n.m.StepRaft(&msg) })
+}
+
+// State returns the applied round state (for status; read on the loop).
+func (n *Node) State(ctx context.Context) (round.State, error) {
+	ch := make(chan round.State, 1)
+	n.enqueue(func() { ch <- n.m.State() })
+	select {
+	case s := <-ch:
+		return s, nil
+	case <-ctx.Done():
+		return round.State{}, ctx.Err()
+	case <-n.done:
+		return round.State{}, n.err
+	}
+}
+
+// Machine exposes the round machine for tests that run the loop themselves.
+func (n *Node) Machine() *round.Machine { return n.m }
+
+// Run is the event loop. It returns when ctx ends or a crash point fires.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		close(n.done)
+		n.tasks.Wait()
+	}()
+	if err := n.ready(ctx); err != nil {
+		n.err = err
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			n.err = ctx.Err()
+			return nil
+		case <-n.wake:
+		}
+		for _, f := range n.dequeue() {
+			f()
+			err := n.ready(ctx)
+			n.busy.Add(-1)
+			if err != nil {
+				n.err = err
+				return err
+			}
+		}
+	}
+}
+
+func (n *Node) crash(point string) error {
+	if n.cfg.Crash == nil {
+		return nil
+	}
+	return n.cfg.Crash(point)
+}
+
+// ready carries out the Machine's work in order: persist, publish, tasks.
+func (n *Node) ready(ctx context.Context) error {
+	for {
+		rd := n.m.Ready()
+		if rd.Empty() {
+			return nil
+		}
+		if err := n.crash(CrashBeforePersist); err != nil {
+			return err
+		}
+		if rd.HardState != nil || len(rd.Entries) > 0 || rd.Snapshot != nil {
+			if err := n.cfg.Store.SaveRaft(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
+				return fmt.Errorf("node: persist raft state: %w", err)
+			}
+		}
+		if err := n.crash(CrashAfterPersist); err != nil {
+			return err
+		}
+		for _, msg := range rd.Messages {
+			to := n.raftPeer[msg.GetTo()]
+			b, err := proto.Marshal(msg)
+			if err != nil || to == nil {
+				continue
+			}
+			_ = n.cfg.Network.SendRaft(ctx, to, b)
+		}
+		for _, g := range rd.Gossip {
+			_ = n.cfg.Network.Publish(ctx, g.Encode())
+		}
+		if err := n.crash(CrashAfterPublish); err != nil {
+			return err
+		}
+		for _, a := range rd.Alarms {
+			n.alarms = append(n.alarms, a)
+			n.log.Warn("alarm", "round", n.m.State().Round+1, "alarm", a)
+		}
+		if rd.Train != nil {
+			n.train(ctx, rd.Train)
+		}
+		for _, f := range rd.Fetch {
+			n.fetch(ctx, f.Digest, f.From, func(err error) {
+				if err != nil {
+					n.m.FetchFailed(f.Digest)
+				} else {
+					n.m.BlobStored(f.Digest)
+				}
+			})
+		}
+		if rd.Aggregate != nil {
+			n.aggregate(ctx, rd.Aggregate)
+		}
+		if rd.Apply != nil {
+			if err := n.applyTask(ctx, rd.Apply); err != nil {
+				return err
+			}
+		}
+		n.m.Advance(rd)
+		if err := n.crash(CrashAfterAdvance); err != nil {
+			return err
+		}
+	}
+}
+
+// async runs work off the loop and hands its result back onto it.
+func (n *Node) async(ctx context.Context, work func() func()) {
+	n.busy.Add(1)
+	n.tasks.Add(1)
+	go func() {
+		defer n.tasks.Done()
+		defer n.busy.Add(-1)
+		then := work()
+		if then != nil && ctx.Err() == nil {
+			n.enqueue(then)
+		}
+	}()
+}
+
+func (n *Node) train(ctx context.Context, t *round.TrainTask) {
+	base, err := n.loadModel(t.Base)
+	if err != nil {
+		n.log.Error("cannot train: base model", "round", t.Round, "err", err)
+		n.m.Decline(t.Round)
+		return
+	}
+	cfg := n.strategy.Configure(t.Round, base)
+	n.async(ctx, func() func() {
+		delta, examples, err := n.cfg.Trainer.Train(ctx, t.Round, base, cfg)
+		if err != nil {
+			n.log.Error("training failed; declining", "round", t.Round, "err", err)
+			return func() { n.m.Decline(t.Round) }
+		}
+		b := round.EncodeUpdate(delta)
+		d, err := n.cfg.Store.PutBlob(b) // persist before publish
+		if err != nil {
+			n.log.Error("cannot store update; declining", "round", t.Round, "err", err)
+			return func() { n.m.Decline(t.Round) }
+		}
+		return func() { n.m.Trained(t.Round, d, int64(len(b)), examples) }
+	})
+}
+
+func (n *Node) fetch(ctx context.Context, d round.Digest, from identity.PeerID, then func(error)) {
+	if n.cfg.Store.HasBlob(d) {
+		then(nil)
+		return
+	}
+	n.async(ctx, func() func() {
+		b, err := n.cfg.Network.Fetch(ctx, from, d)
+		if err == nil && fedavg.DigestBytes(b) != d {
+			err = fmt.Errorf("node: blob from %s does not match digest %s", from.Short(), d.String()[:12])
+		}
+		if err == nil {
+			_, err = n.cfg.Store.PutBlob(b)
+		}
+		return func() { then(err) }
+	})
+}
+
+// outcome computes G(r) from the stored blobs, fetching what is missing;
+// ok is false while fetches are in flight (the caller is called back).
+func (n *Node) outcome(ctx context.Context, base round.Digest, r uint64, inc []*round.Message, retry func()) (*fedavg.Global, bool, error) {
+	g, err := n.loadModel(base)
+	if err != nil {
+		return nil, false, err
+	}
+	next, err := round.Outcome(n.strategy, g, r, inc, n.cfg.Manifest.Round.MaxExamplesPerMember, func(d round.Digest) ([]byte, bool) {
+		b, err := n.cfg.Store.Blob(d)
+		return b, err == nil
+	})
+	var missing *round.MissingBlobError
+	if errors.As(err, &missing) {
+		left, failed := len(missing.Digests), false
+		for _, d := range missing.Digests {
+			from := identity.PeerID(nil)
+			for _, a := range inc {
+				if a.Digest == d {
+					from = a.Author
+				}
+			}
+			n.fetch(ctx, d, from, func(err error) {
+				failed = failed || err != nil
+				if left--; left == 0 {
+					if failed {
+						n.onTick = append(n.onTick, retry) // nobody reachable holds it yet
+					} else {
+						retry()
+					}
+				}
+			})
+		}
+		return nil, false, nil
+	}
+	return next, err == nil, err
+}
+
+func (n *Node) aggregate(ctx context.Context, t *round.AggregateTask) {
+	g, ok, err := n.outcome(ctx, t.Base, t.Round, t.Included, func() { n.aggregate(ctx, t) })
+	if !ok && err == nil {
+		return
+	}
+	var d round.Digest
+	if err == nil {
+		d = g.Digest()
+		if _, err = n.cfg.Store.PutBlob(g.Encode()); err != nil {
+			err = fmt.Errorf("node: store model: %w", err)
+		}
+	}
+	n.m.Aggregated(t, d, err)
+}
+
+// applyTask recomputes, verifies and persists an outcome: the model blob
+// first, then one store transaction, then the Machine hears of it.
+func (n *Node) applyTask(ctx context.Context, t *round.ApplyTask) error {
+	g, ok, err := n.outcome(ctx, t.Entry.Base, t.Entry.Round, t.Entry.Included, func() { n.m.Retry(t) })
+	if !ok && err == nil {
+		return nil // members never skip for a missing blob: fetch and retry
+	}
+	if err != nil {
+		n.m.Applied(t, round.Digest{}, err)
+		return nil
+	}
+	d := g.Digest()
+	if d != t.Entry.Result {
+		n.m.Applied(t, d, nil) // the Machine judges the entry invalid
+		return nil
+	}
+	if _, err := n.cfg.Store.PutBlob(g.Encode()); err != nil {
+		return fmt.Errorf("node: store model of round %d: %w", t.Entry.Round, err)
+	}
+	if err := n.cfg.Store.Apply(store.Applied{Index: t.Index, Round: t.Entry.Round, Model: d, ChainHash: t.Chain, Record: t.Encoded}); err != nil {
+		return fmt.Errorf("node: apply round %d: %w", t.Entry.Round, err)
+	}
+	n.model = g
+	n.m.Applied(t, d, nil)
+	n.log.Info("applied", "round", t.Entry.Round, "kind", t.Entry.Kind, "included", len(t.Entry.Included), "model", d.String()[:12])
+	if n.cfg.OnApply != nil {
+		n.cfg.OnApply(Applied{Round: t.Entry.Round, Index: t.Index, Entry: t.Entry, Model: g})
+	}
+	return nil
+}
+
+// Alarms returns the alarms raised so far (read on the loop).
+func (n *Node) Alarms() []string { return n.alarms }

@@ -1,0 +1,414 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/node"
+	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/store"
+	"github.com/globalbrain/globalbrain/train"
+)
+
+// Faults are injected into a simulation through the nodes.
+type Faults struct {
+	Drop       float64     // fraction of gossip and Raft messages dropped
+	Crashes    []Crash     // members crashed and restarted
+	Partitions []Partition // members cut off for a while
+}
+
+// Crash kills Member (all its volatile state) once the consortium has
+// decided round Round, and restarts it from its store DownTicks later.
+type Crash struct {
+	Member    int
+	Round     uint64
+	DownTicks int
+}
+
+// Partition cuts Members off from the rest once round Round is decided,
+// for Ticks ticks.
+type Partition struct {
+	Members []int
+	Round   uint64
+	Ticks   int
+}
+
+// simNode is one member of a node-based simulation.
+type simNode struct {
+	idx     int
+	id      identity.Identity
+	dir     string
+	db      *store.DB
+	n       *node.Node
+	cancel  context.CancelFunc
+	done    chan error
+	applied atomic.Uint64
+	down    bool
+	handler lateHandler
+}
+
+// lateHandler forwards traffic to the member's current node, if it is up.
+type lateHandler struct{ n atomic.Pointer[node.Node] }
+
+func (h *lateHandler) HandleGossip(from identity.PeerID, b []byte) {
+	if n := h.n.Load(); n != nil {
+		n.HandleGossip(from, b)
+	}
+}
+
+func (h *lateHandler) HandleRaft(from identity.PeerID, b []byte) {
+	if n := h.n.Load(); n != nil {
+		n.HandleRaft(from, b)
+	}
+}
+
+// trainer trains a member's partition with a model from a shared pool.
+type trainer struct {
+	member Member
+	data   *train.Dataset
+	pool   chan *train.Model
+	seed   uint64
+	cap    int64
+	losses *sync.Map // [2]uint64{round, member index} -> float64
+}
+
+func (t *trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fedavg.TrainConfig) ([]float32, int64, error) {
+	var model *train.Model
+	select {
+	case model = <-t.pool:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	defer func() { t.pool <- model }()
+	u, st, err := LocalUpdate(model, g, t.data, t.member, cfg, t.seed, r, t.cap)
+	if err != nil {
+		return nil, 0, err
+	}
+	t.losses.Store([2]uint64{r, uint64(t.member.Index)}, st.Loss)
+	return u.Delta, u.Examples, nil
+}
+
+// RunNodes simulates the consortium with every member a full node (round
+// machine, Raft, a store in a temporary directory) over an in-memory
+// network. Time is virtual: the simulator ticks only when every node is
+// idle, so a fault-free run depends on the seed alone.
+func RunNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer) (*Result, error) {
+	start := time.Now()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	members, err := Members(c, data.Train)
+	if err != nil {
+		return nil, err
+	}
+	man, err := c.Manifest(members, data.Train)
+	if err != nil {
+		return nil, err
+	}
+	spec := ModelSpec(c, data.Train)
+	pool := make(chan *train.Model, max(c.Workers, 1))
+	for range cap(pool) {
+		m, err := train.NewModel(spec)
+		if err != nil {
+			return nil, err
+		}
+		pool <- m
+	}
+	tmp, err := os.MkdirTemp("", "globalbrain-sim-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	s := &nodeSim{c: c, data: data, man: man, net: node.NewMemNet(c.Seed), pool: pool, losses: &sync.Map{},
+		res: &Result{Config: c}, obs: obs, decided: map[uint64]bool{}, last: time.Now()}
+	s.net.SetDropRate(f.Drop)
+	defer s.stopAll()
+	for i, m := range members {
+		sn := &simNode{idx: i, id: m.Identity, dir: filepath.Join(tmp, fmt.Sprint(i))}
+		s.nodes = append(s.nodes, sn)
+		if err := s.startNode(ctx, sn, members); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.drive(ctx, f, members); err != nil {
+		return nil, err
+	}
+	s.stopAll()
+	var final *fedavg.Global
+	for _, sn := range s.nodes {
+		db, err := store.Open(sn.dir, store.Options{NoSync: true})
+		if err != nil {
+			return nil, err
+		}
+		last, err := db.LastApplied()
+		var b []byte
+		if err == nil {
+			b, err = db.Blob(last.Model)
+		}
+		db.Close()
+		if err != nil {
+			return nil, fmt.Errorf("member %d: %w", sn.idx, err)
+		}
+		g, err := fedavg.Decode(b)
+		if err != nil {
+			return nil, err
+		}
+		if final != nil && g.Digest() != final.Digest() {
+			return nil, fmt.Errorf("sim: members diverged: member %d holds %s, member 0 %s", sn.idx, g.Digest(), final.Digest())
+		}
+		final = g
+	}
+	s.res.Final = final
+	s.res.Elapsed = time.Since(start)
+	return s.res, nil
+}
+
+type nodeSim struct {
+	c      Config
+	data   Data
+	man    *manifest.Manifest
+	net    *node.MemNet
+	pool   chan *train.Model
+	losses *sync.Map
+	nodes  []*simNode
+	obs    Observer
+
+	mu      sync.Mutex
+	res     *Result
+	decided map[uint64]bool
+	last    time.Time
+	err     error
+}
+
+func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) error {
+	db, err := store.Open(sn.dir, store.Options{NoSync: true})
+	if err != nil {
+		return err
+	}
+	conn := s.net.Join(sn.id.ID, &sn.handler, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
+	n, err := node.New(node.Config{
+		Identity: sn.id, Manifest: s.man, Store: db, Network: conn,
+		Trainer: &trainer{member: members[sn.idx], data: s.data.Train, pool: s.pool, seed: s.c.Seed,
+			cap: s.man.Round.MaxExamplesPerMember, losses: s.losses},
+		OnApply: func(a node.Applied) {
+			sn.applied.Store(a.Round)
+			s.onApply(a)
+		},
+	})
+	if err != nil {
+		db.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	sn.db, sn.n, sn.cancel, sn.done, sn.down = db, n, cancel, make(chan error, 1), false
+	sn.handler.n.Store(n)
+	go func() { sn.done <- n.Run(ctx) }()
+	return nil
+}
+
+func (s *nodeSim) stopNode(sn *simNode) {
+	if sn.down || sn.n == nil {
+		return
+	}
+	sn.handler.n.Store(nil)
+	s.net.Leave(sn.id.ID)
+	sn.cancel()
+	<-sn.done
+	sn.db.Close()
+	sn.down = true
+}
+
+func (s *nodeSim) stopAll() {
+	for _, sn := range s.nodes {
+		s.stopNode(sn)
+	}
+}
+
+// onApply records a round the first time any member applies it.
+func (s *nodeSim) onApply(a node.Applied) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.decided[a.Round] || s.err != nil {
+		return
+	}
+	s.decided[a.Round] = true
+	rr := RoundResult{Round: int(a.Round), Participants: len(a.Entry.Included), Sampled: s.c.SampleSize(),
+		NewModel: len(a.Entry.Included) > 0, Digest: a.Model.Digest().String()}
+	var lossSum float64
+	for _, inc := range a.Entry.Included {
+		rr.Examples += inc.Examples
+		for i, sn := range s.nodes {
+			if identity.Compare(sn.id.ID, inc.Author) == 0 {
+				if l, ok := s.losses.Load([2]uint64{a.Round, uint64(i)}); ok {
+					lossSum += l.(float64) * float64(inc.Examples)
+				}
+			}
+		}
+	}
+	rr.TrainLoss = lossSum / float64(max(rr.Examples, 1))
+	model := <-s.pool
+	met, err := model.Evaluate(a.Model.Weights, s.data.Test)
+	s.pool <- model
+	if err != nil {
+		s.err = err
+		return
+	}
+	rr.TestLoss, rr.TestAccuracy = met.Loss, met.Accuracy
+	now := time.Now()
+	rr.Seconds = now.Sub(s.last).Seconds()
+	s.last = now
+	s.res.Rounds = append(s.res.Rounds, rr)
+	s.res.Metrics = met
+	if s.res.TargetRound == 0 && met.Accuracy >= s.c.Target {
+		s.res.TargetRound = int(a.Round)
+	}
+	if s.obs.Round != nil {
+		s.obs.Round(rr)
+	}
+}
+
+// goal is the round every live member must reach.
+func (s *nodeSim) goal() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c.StopAtTarget && s.res.TargetRound > 0 {
+		return uint64(s.res.TargetRound)
+	}
+	return uint64(s.c.Rounds)
+}
+
+func (s *nodeSim) maxDecided() uint64 {
+	var r uint64
+	for _, sn := range s.nodes {
+		r = max(r, sn.applied.Load())
+	}
+	return r
+}
+
+// drive is the virtual clock: wait until every live node is idle, then tick
+// them all; inject the faults when their round comes.
+func (s *nodeSim) drive(ctx context.Context, f Faults, members []Member) error {
+	type pending struct {
+		at  int
+		run func() error
+	}
+	var later []pending
+	crashed := make([]bool, len(f.Crashes))
+	cut := make([]bool, len(f.Partitions))
+	limit := 200 * s.man.DeadlineTicks() * max(s.c.Rounds, 1)
+	for ticks := 0; ; ticks++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		err := s.err
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if err := s.waitIdle(ctx); err != nil {
+			return err
+		}
+		goal := s.goal()
+		done := len(later) == 0
+		for _, sn := range s.nodes {
+			if !sn.down && sn.applied.Load() < goal {
+				done = false
+			}
+		}
+		if done {
+			return nil
+		}
+		if ticks > limit {
+			return fmt.Errorf("sim: no progress after %d ticks (decided %d of %d rounds)", ticks, s.maxDecided(), goal)
+		}
+		decided := s.maxDecided()
+		for i, cr := range f.Crashes {
+			if !crashed[i] && decided >= cr.Round && cr.Member < len(s.nodes) {
+				crashed[i] = true
+				sn := s.nodes[cr.Member]
+				s.stopNode(sn)
+				later = append(later, pending{ticks + cr.DownTicks, func() error { return s.startNode(ctx, sn, members) }})
+			}
+		}
+		for i, p := range f.Partitions {
+			if !cut[i] && decided >= p.Round {
+				cut[i] = true
+				var in, out []identity.PeerID
+				for j, sn := range s.nodes {
+					if containsInt(p.Members, j) {
+						in = append(in, sn.id.ID)
+					} else {
+						out = append(out, sn.id.ID)
+					}
+				}
+				s.net.Partition(in, out)
+				later = append(later, pending{ticks + p.Ticks, func() error { s.net.Heal(); return nil }})
+			}
+		}
+		for i := 0; i < len(later); i++ {
+			if later[i].at <= ticks {
+				if err := later[i].run(); err != nil {
+					return err
+				}
+				later = append(later[:i], later[i+1:]...)
+				i--
+			}
+		}
+		for _, sn := range s.nodes {
+			if !sn.down {
+				sn.n.Tick()
+			}
+		}
+	}
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// waitIdle returns once no live node has work in flight.
+func (s *nodeSim) waitIdle(ctx context.Context) error {
+	for spins := 0; ; spins++ {
+		busy := false
+		for _, sn := range s.nodes {
+			if !sn.down && sn.n.Busy() > 0 {
+				busy = true
+				break
+			}
+			select {
+			case err := <-sn.done:
+				if !sn.down {
+					sn.done <- err
+					return fmt.Errorf("sim: member %d stopped: %w", sn.idx, errors.Join(err, errors.New("unexpected")))
+				}
+			default:
+			}
+		}
+		if !busy {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if spins < 100 {
+			continue
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
