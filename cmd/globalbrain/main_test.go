@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/globalbrain/globalbrain/sim"
 )
 
 func TestRunCommands(t *testing.T) {
@@ -33,18 +35,25 @@ func TestParseSimulateErrors(t *testing.T) {
 		{[]string{"--lr", "-1"}, "training"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--crash", "3"}, "want I@R[:T]"},
+		{[]string{"--crash", "x@2"}, `member "x"`},
+		{[]string{"--crash", "12@2"}, "member 12 of 10"},
+		{[]string{"--cut", "1,2@3"}, "want I,J,...@R:T"},
+		{[]string{"--cut", "1,2@3:0"}, "positive tick count"},
+		{[]string{"--drop", "1"}, "-drop 1"},
+		{[]string{"--direct", "--drop", "0.1"}, "need the nodes"},
 	} {
-		_, _, _, _, err := parseSimulate(tc.args, io.Discard)
+		_, _, err := parseSimulate(tc.args, io.Discard)
 		require.Error(t, err, tc.args)
 		require.Contains(t, err.Error(), tc.want, tc.args)
 	}
 }
 
 func TestParseSimulatePresets(t *testing.T) {
-	c, out, _, preset, err := parseSimulate([]string{"--preset", "mcmahan-2nn-noniid"}, io.Discard)
+	c, o, err := parseSimulate([]string{"--preset", "mcmahan-2nn-noniid"}, io.Discard)
 	require.NoError(t, err)
-	require.Equal(t, "mcmahan-2nn-noniid", preset)
-	require.Equal(t, "out/mcmahan-2nn-noniid", out)
+	require.Equal(t, "mcmahan-2nn-noniid", o.preset)
+	require.Equal(t, "out/mcmahan-2nn-noniid", o.out)
 	require.Equal(t, 100, c.Members)
 	require.Equal(t, "shards", c.Partition)
 	require.Equal(t, 2, c.ShardsPerMember)
@@ -55,11 +64,15 @@ func TestParseSimulatePresets(t *testing.T) {
 	require.True(t, c.StopAtTarget)
 
 	// A flag overrides the preset whatever its position.
-	c, _, _, _, err = parseSimulate([]string{"--rounds", "5", "--preset", "mcmahan-2nn-iid"}, io.Discard)
+	c, _, err = parseSimulate([]string{"--rounds", "5", "--preset", "mcmahan-2nn-iid", "--crash", "3@2:40", "--cut", "0,1@1:30"}, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, 5, c.Rounds)
 	require.Equal(t, "iid", c.Partition)
 	require.Equal(t, 100, c.Members)
+	_, o, err = parseSimulate([]string{"--crash", "3@2:40", "--crash", "4@1", "--cut", "0,1@1:30"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []sim.Crash{{Member: 3, Round: 2, DownTicks: 40}, {Member: 4, Round: 1, DownTicks: 50}}, o.faults.Crashes)
+	require.Equal(t, []sim.Partition{{Members: []int{0, 1}, Round: 1, Ticks: 30}}, o.faults.Partitions)
 }
 
 // TestSimulateOutput runs a tiny simulation on real MNIST and checks the
@@ -70,6 +83,11 @@ func TestSimulateOutput(t *testing.T) {
 	err := run(context.Background(), []string{"simulate", "--members", "3", "--model", "logreg", "--rounds", "2",
 		"--lr", "0.05", "--out", filepath.Join(dir, "rep")}, &out, io.Discard)
 	require.NoError(t, err)
+	nodesOut := out.String()
+	out.Reset()
+	err = run(context.Background(), []string{"simulate", "--direct", "--members", "3", "--model", "logreg", "--rounds", "2",
+		"--lr", "0.05", "--out", filepath.Join(dir, "rep")}, &out, io.Discard)
+	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	require.Regexp(t, `^\s+1\s+3/3\s`, lines[2])
 	require.Regexp(t, `^\s+2\s+3/3\s`, lines[3])
@@ -77,6 +95,10 @@ func TestSimulateOutput(t *testing.T) {
 	require.Regexp(t, regexp.MustCompile(`^final accuracy 0\.(8|9)\d{3}$`), lines[n-2])
 	require.Regexp(t, `^elapsed \d+\.\ds$`, lines[n-1])
 	require.FileExists(t, filepath.Join(dir, "rep", "report.jsonl"))
+	// The nodes and the direct loop print the same digests.
+	digest := regexp.MustCompile(`model digest [0-9a-f]{64}`)
+	require.Equal(t, digest.FindString(out.String()), digest.FindString(nodesOut))
+	require.NotEmpty(t, digest.FindString(nodesOut))
 	require.FileExists(t, filepath.Join(dir, "rep", "accuracy.png"))
 }
 

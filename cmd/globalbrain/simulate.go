@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,8 +58,33 @@ func presetNames() string {
 	return strings.Join(names, ", ")
 }
 
-func simulateFlags(c *sim.Config, preset, out *string, quiet *bool) *flag.FlagSet {
+// simOptions are the simulate flags that are not part of sim.Config.
+type simOptions struct {
+	preset, out string
+	quiet       bool
+	direct      bool
+	faults      sim.Faults
+}
+
+func simulateFlags(c *sim.Config, o *simOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	preset, out, quiet := &o.preset, &o.out, &o.quiet
+	fs.BoolVar(&o.direct, "direct", o.direct, "run the direct reference loop instead of full nodes (Raft, stores, network)")
+	fs.Float64Var(&o.faults.Drop, "drop", o.faults.Drop, "fraction of gossip and Raft messages dropped (nodes only)")
+	fs.Func("crash", "crash member I once round R is decided and restart it T ticks later: I@R[:T] (repeatable; nodes only)", func(v string) error {
+		cr, err := parseCrash(v)
+		if err == nil {
+			o.faults.Crashes = append(o.faults.Crashes, cr)
+		}
+		return err
+	})
+	fs.Func("cut", "cut members I,J,... off once round R is decided, for T ticks: I,J,...@R:T (repeatable; nodes only)", func(v string) error {
+		p, err := parsePartition(v)
+		if err == nil {
+			o.faults.Partitions = append(o.faults.Partitions, p)
+		}
+		return err
+	})
 	fs.StringVar(preset, "preset", "", "start from a preset: "+presetNames())
 	fs.StringVar(&c.Dataset, "dataset", c.Dataset, "data set: mnist or fashion-mnist")
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "directory holding the data set's IDX files (default: MNIST from the Go module cache, Fashion-MNIST from /usr/share/datasets/fashion-mnist)")
@@ -91,44 +117,116 @@ func simulateFlags(c *sim.Config, preset, out *string, quiet *bool) *flag.FlagSe
 }
 
 // parseSimulate applies a preset first, then every flag given on the command line.
-func parseSimulate(args []string, stderr io.Writer) (c sim.Config, out string, quiet bool, preset string, err error) {
-	c = sim.DefaultConfig()
+func parseSimulate(args []string, stderr io.Writer) (sim.Config, simOptions, error) {
+	c := sim.DefaultConfig()
 	c.Workers = runtime.GOMAXPROCS(0)
-	out = "out/simulate"
-	probe := simulateFlags(&sim.Config{}, &preset, new(string), new(bool))
-	probe.SetOutput(io.Discard)
-	if err := probe.Parse(args); err == nil && preset != "" {
-		p, ok := presets[preset]
+	o := simOptions{out: "out/simulate"}
+	var probe simOptions
+	pfs := simulateFlags(&sim.Config{}, &probe)
+	pfs.SetOutput(io.Discard)
+	if err := pfs.Parse(args); err == nil && probe.preset != "" {
+		p, ok := presets[probe.preset]
 		if !ok {
-			return c, "", false, "", fmt.Errorf("simulate: preset %q unknown (want one of %s)", preset, presetNames())
+			return c, o, fmt.Errorf("simulate: preset %q unknown (want one of %s)", probe.preset, presetNames())
 		}
 		c = p()
 		c.Workers = runtime.GOMAXPROCS(0)
-		out = "out/" + preset
+		o.out = "out/" + probe.preset
 	}
-	fs := simulateFlags(&c, &preset, &out, &quiet)
+	fs := simulateFlags(&c, &o)
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
-		return c, "", false, "", err
+		return c, o, err
 	}
 	if fs.NArg() > 0 {
-		return c, "", false, "", fmt.Errorf("simulate: unexpected argument %q", fs.Arg(0))
+		return c, o, fmt.Errorf("simulate: unexpected argument %q", fs.Arg(0))
 	}
-	return c, out, quiet, preset, c.Validate()
+	if o.direct && (o.faults.Drop > 0 || len(o.faults.Crashes) > 0 || len(o.faults.Partitions) > 0) {
+		return c, o, fmt.Errorf("simulate: -drop, -crash and -cut need the nodes; drop -direct")
+	}
+	if !(o.faults.Drop >= 0 && o.faults.Drop < 1) {
+		return c, o, fmt.Errorf("simulate: -drop %v, want in [0, 1)", o.faults.Drop)
+	}
+	for _, cr := range o.faults.Crashes {
+		if cr.Member >= c.Members {
+			return c, o, fmt.Errorf("simulate: -crash: member %d of %d", cr.Member, c.Members)
+		}
+	}
+	for _, p := range o.faults.Partitions {
+		for _, m := range p.Members {
+			if m >= c.Members {
+				return c, o, fmt.Errorf("simulate: -cut: member %d of %d", m, c.Members)
+			}
+		}
+	}
+	return c, o, c.Validate()
+}
+
+// parseCrash parses I@R[:T].
+func parseCrash(v string) (sim.Crash, error) {
+	cr := sim.Crash{DownTicks: 50}
+	who, rest, ok := strings.Cut(v, "@")
+	if !ok {
+		return cr, fmt.Errorf("want I@R[:T], got %q", v)
+	}
+	r, t, hasT := strings.Cut(rest, ":")
+	var err error
+	if cr.Member, err = strconv.Atoi(who); err != nil || cr.Member < 0 {
+		return cr, fmt.Errorf("member %q: want a member index", who)
+	}
+	if cr.Round, err = strconv.ParseUint(r, 10, 64); err != nil {
+		return cr, fmt.Errorf("round %q: want a round number", r)
+	}
+	if hasT {
+		if cr.DownTicks, err = strconv.Atoi(t); err != nil || cr.DownTicks < 0 {
+			return cr, fmt.Errorf("ticks %q: want a tick count", t)
+		}
+	}
+	return cr, nil
+}
+
+// parsePartition parses I,J,...@R:T.
+func parsePartition(v string) (sim.Partition, error) {
+	var p sim.Partition
+	who, rest, ok := strings.Cut(v, "@")
+	r, t, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 {
+		return p, fmt.Errorf("want I,J,...@R:T, got %q", v)
+	}
+	for _, f := range strings.Split(who, ",") {
+		m, err := strconv.Atoi(f)
+		if err != nil || m < 0 {
+			return p, fmt.Errorf("member %q: want a member index", f)
+		}
+		p.Members = append(p.Members, m)
+	}
+	var err error
+	if p.Round, err = strconv.ParseUint(r, 10, 64); err != nil {
+		return p, fmt.Errorf("round %q: want a round number", r)
+	}
+	if p.Ticks, err = strconv.Atoi(t); err != nil || p.Ticks < 1 {
+		return p, fmt.Errorf("ticks %q: want a positive tick count", t)
+	}
+	return p, nil
 }
 
 func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
-	c, out, quiet, preset, err := parseSimulate(args, stderr)
+	c, o, err := parseSimulate(args, stderr)
 	if err != nil {
 		return err
 	}
+	out, quiet, preset := o.out, o.quiet, o.preset
 	data, err := sim.LoadData(c)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "simulating %d members on %s (%s), model %s, strategy %s, C=%g E=%d B=%d lr=%g, seed %d\n",
-		c.Members, c.Dataset, c.Partition, c.Model, c.Strategy.Strategy, c.Fraction, c.Strategy.Train.Epochs,
+	mode := "full nodes (Raft, stores, in-memory network)"
+	if o.direct {
+		mode = "the direct loop"
+	}
+	fmt.Fprintf(stdout, "simulating %d members as %s on %s (%s), model %s, strategy %s, C=%g E=%d B=%d lr=%g, seed %d\n",
+		c.Members, mode, c.Dataset, c.Partition, c.Model, c.Strategy.Strategy, c.Fraction, c.Strategy.Train.Epochs,
 		c.Strategy.Train.BatchSize, c.Strategy.Train.LR, c.Seed)
 	if !quiet {
 		fmt.Fprintf(stdout, "%6s %12s %11s %10s %9s %8s  %s\n", "round", "participants", "train_loss", "test_loss", "test_acc", "seconds", "digest")
@@ -150,7 +248,12 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stderr, "\r\033[Kround %d/%d: %d/%d members trained", round, c.Rounds, done, total)
 		}
 	}
-	res, err := sim.Run(ctx, c, data, obs)
+	var res *sim.Result
+	if o.direct {
+		res, err = sim.Run(ctx, c, data, obs)
+	} else {
+		res, err = sim.RunNodes(ctx, c, data, o.faults, obs)
+	}
 	if err != nil {
 		return err
 	}
