@@ -216,9 +216,7 @@ func (l *relu) macs() (_, _, _ float64) { return }
 func (l *relu) forward(x []float32, b int) []float32 {
 	y := x[:b*l.n]
 	for i, v := range y {
-		if v < 0 { // NaN passes through so that divergence shows in the loss
-			y[i] = 0
-		}
+		y[i] = max(v, 0) // branch-free; NaN stays NaN so that divergence shows in the loss
 	}
 	l.y = y
 	return y
@@ -228,9 +226,10 @@ func (l *relu) backward(dy []float32, b int, _, _ bool) []float32 {
 	dy = dy[:b*l.n]
 	y := l.y[:len(dy)]
 	for i, v := range y {
-		if v <= 0 {
-			dy[i] = 0
-		}
+		// v >= 0 (or NaN): keep dy[i] iff v's bits are non-zero, without
+		// a branch (signs of activations are unpredictable).
+		keep := (math.Float32bits(v) + 0x7fffffff) >> 31
+		dy[i] = math.Float32frombits(math.Float32bits(dy[i]) & -keep)
 	}
 	return dy
 }

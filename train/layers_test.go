@@ -66,3 +66,27 @@ func TestBalancedTile(t *testing.T) {
 		}
 	}
 }
+
+func TestReLUEdgeValues(t *testing.T) {
+	nan := float32(math.NaN())
+	x := []float32{-1, float32(math.Copysign(0, -1)), 0, math.SmallestNonzeroFloat32, 2, float32(math.Inf(1)), float32(math.Inf(-1)), nan}
+	l := newReLU(len(x))
+	y := l.forward(x, 1)
+	want := []float32{0, 0, 0, math.SmallestNonzeroFloat32, 2, float32(math.Inf(1)), 0}
+	for i, w := range want {
+		if y[i] != w || math.Signbit(float64(y[i])) {
+			t.Errorf("relu(x[%d]) = %v, want %v", i, y[i], w)
+		}
+	}
+	if y[7] == y[7] {
+		t.Errorf("relu(NaN) = %v, want NaN", y[7])
+	}
+	dy := []float32{1, 2, 3, 4, 5, 6, 7, 8}
+	l.backward(dy, 1, true, false)
+	wantD := []float32{0, 0, 0, 4, 5, 6, 0, 8}
+	for i, w := range wantD {
+		if dy[i] != w {
+			t.Errorf("gradient through relu at x[%d]: %v, want %v", i, dy[i], w)
+		}
+	}
+}
