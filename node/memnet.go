@@ -101,6 +101,9 @@ func (net *MemNet) Heal() {
 func (net *MemNet) route(from identity.PeerID, to identity.PeerID, drop bool) []*memEnd {
 	net.mu.Lock()
 	defer net.mu.Unlock()
+	if net.ends[string(from)] == nil {
+		return nil // a member that left sends nothing
+	}
 	var out []*memEnd
 	for _, k := range net.order {
 		e := net.ends[k]

@@ -114,8 +114,9 @@ type roundState struct {
 	ticks       int             // leader ticks since the round (or leadership) began
 	proposed    int             // ticks at the last proposal; -1: none
 	aggregating bool
-	trained     bool     // own training handed out
-	own         *Message // own announcement, re-gossiped every deadline/4
+	trained     bool       // own training handed out
+	own         *Message   // own announcement, re-gossiped every deadline/4
+	myHaves     []*Message // own Haves, re-gossiped with it
 	declined    bool
 }
 
@@ -287,8 +288,13 @@ func (m *Machine) Tick() {
 	}
 	m.cur.ticks++
 	m.idleTicks++
-	if q := max(m.p.DeadlineTicks/4, 1); m.cur.own != nil && m.cur.ticks%q == 0 {
-		m.out.Gossip = append(m.out.Gossip, m.cur.own) // repeat until the round closes
+	if q := max(m.p.DeadlineTicks/4, 1); m.cur.ticks%q == 0 {
+		// Repeat the announcement and the Haves until the round closes, so
+		// a new or restarted leader hears them.
+		if m.cur.own != nil {
+			m.out.Gossip = append(m.out.Gossip, m.cur.own)
+		}
+		m.out.Gossip = append(m.out.Gossip, m.cur.myHaves...)
 	}
 	if m.IsLeader() {
 		m.idleTicks = 0 // a leader's own stall is for the others to judge
@@ -460,7 +466,9 @@ func (m *Machine) BlobStored(d Digest) {
 	delete(m.cur.fetching, d)
 	for _, a := range m.cur.anns {
 		if a.Digest == d {
-			m.gossip(&Message{Kind: KindHave, Round: m.cur.round, Digest: d})
+			h := &Message{Kind: KindHave, Round: m.cur.round, Digest: d}
+			m.gossip(h)
+			m.cur.myHaves = append(m.cur.myHaves, h)
 			if m.isVoter() {
 				if m.cur.haves[d] == nil {
 					m.cur.haves[d] = map[string]bool{}

@@ -21,10 +21,24 @@ import (
 
 // Faults are injected into a simulation through the nodes.
 type Faults struct {
-	Drop       float64     // fraction of gossip and Raft messages dropped
-	Crashes    []Crash     // members crashed and restarted
-	Partitions []Partition // members cut off for a while
+	Drop        float64      // fraction of gossip and Raft messages dropped
+	Crashes     []Crash      // members crashed and restarted
+	Partitions  []Partition  // members cut off for a while
+	CrashPoints []CrashPoint // members killed at an instant inside the node or its store
 }
+
+// CrashPoint kills Member at the Hit-th time (from 1) its node or store
+// reaches the named crash point (node.Crash*, store.Crash*), exactly as a
+// process dying there, and restarts it from its store DownTicks later.
+type CrashPoint struct {
+	Member    int
+	Point     string
+	Hit       int
+	DownTicks int
+}
+
+// errCrash is what a crash point returns when it fires.
+var errCrash = errors.New("sim: crashed at a crash point")
 
 // Crash kills Member (all its volatile state) once the consortium has
 // decided round Round, and restarts it from its store DownTicks later.
@@ -54,6 +68,35 @@ type simNode struct {
 	applied atomic.Uint64
 	down    bool
 	handler lateHandler
+	crashed atomic.Bool
+	hits    map[string]int
+	points  []CrashPoint // crash points of this member not yet fired
+	mu      sync.Mutex
+}
+
+// crashHook fires the member's crash points: the member leaves the network
+// at once (a dead process sends nothing) and its loop stops.
+func (s *nodeSim) crashHook(sn *simNode) func(string) error {
+	return func(point string) error {
+		sn.mu.Lock()
+		defer sn.mu.Unlock()
+		if sn.crashed.Load() {
+			return errCrash
+		}
+		sn.hits[point]++
+		for i, cp := range sn.points {
+			if cp.Point == point && cp.Hit == sn.hits[point] {
+				sn.points = append(sn.points[:i], sn.points[i+1:]...)
+				sn.crashed.Store(true)
+				sn.handler.n.Store(nil)
+				s.net.Leave(sn.id.ID)
+				sn.cancel()
+				s.crashDown(sn, cp.DownTicks)
+				return errCrash
+			}
+		}
+		return nil
+	}
 }
 
 // lateHandler forwards traffic to the member's current node, if it is up.
@@ -135,6 +178,11 @@ func RunNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer) 
 	defer s.stopAll()
 	for i, m := range members {
 		sn := &simNode{idx: i, id: m.Identity, dir: filepath.Join(tmp, fmt.Sprint(i))}
+		for _, cp := range f.CrashPoints {
+			if cp.Member == i {
+				sn.points = append(sn.points, cp)
+			}
+		}
 		s.nodes = append(s.nodes, sn)
 		if err := s.startNode(ctx, sn, members); err != nil {
 			return nil, err
@@ -183,6 +231,8 @@ type nodeSim struct {
 	nodes  []*simNode
 	obs    Observer
 
+	restarts []restart // crashed at a crash point, to restart
+
 	mu      sync.Mutex
 	res     *Result
 	decided map[uint64]bool
@@ -191,15 +241,23 @@ type nodeSim struct {
 }
 
 func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) error {
-	db, err := store.Open(sn.dir, store.Options{NoSync: true})
+	if sn.hits == nil {
+		sn.hits = map[string]int{}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	sn.cancel = cancel
+	hook := s.crashHook(sn)
+	db, err := store.Open(sn.dir, store.Options{NoSync: true, Crash: hook})
 	if err != nil {
 		return err
 	}
+	sn.crashed.Store(false)
 	conn := s.net.Join(sn.id.ID, &sn.handler, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
 	n, err := node.New(node.Config{
 		Identity: sn.id, Manifest: s.man, Store: db, Network: conn,
 		Trainer: &trainer{member: members[sn.idx], data: s.data.Train, pool: s.pool, seed: s.c.Seed,
 			cap: s.man.Round.MaxExamplesPerMember, losses: s.losses},
+		Crash: hook,
 		OnApply: func(a node.Applied) {
 			sn.applied.Store(a.Round)
 			s.onApply(a)
@@ -209,8 +267,7 @@ func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) 
 		db.Close()
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	sn.db, sn.n, sn.cancel, sn.done, sn.down = db, n, cancel, make(chan error, 1), false
+	sn.db, sn.n, sn.done, sn.down = db, n, make(chan error, 1), false
 	sn.handler.n.Store(n)
 	go func() { sn.done <- n.Run(ctx) }()
 	return nil
@@ -277,6 +334,18 @@ func (s *nodeSim) onApply(a node.Applied) {
 	}
 }
 
+type restart struct {
+	sn    *simNode
+	ticks int
+}
+
+// crashDown schedules a member that died at a crash point for restart.
+func (s *nodeSim) crashDown(sn *simNode, ticks int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restarts = append(s.restarts, restart{sn, ticks})
+}
+
 // goal is the round every live member must reach.
 func (s *nodeSim) goal() uint64 {
 	s.mu.Lock()
@@ -319,6 +388,13 @@ func (s *nodeSim) drive(ctx context.Context, f Faults, members []Member) error {
 		if err := s.waitIdle(ctx); err != nil {
 			return err
 		}
+		s.mu.Lock()
+		for _, r := range s.restarts {
+			sn := r.sn
+			later = append(later, pending{ticks + r.ticks, func() error { return s.startNode(ctx, sn, members) }})
+		}
+		s.restarts = nil
+		s.mu.Unlock()
 		goal := s.goal()
 		done := len(later) == 0
 		for _, sn := range s.nodes {
@@ -387,17 +463,24 @@ func (s *nodeSim) waitIdle(ctx context.Context) error {
 	for spins := 0; ; spins++ {
 		busy := false
 		for _, sn := range s.nodes {
-			if !sn.down && sn.n.Busy() > 0 {
+			if !sn.down && !sn.crashed.Load() && sn.n.Busy() > 0 {
 				busy = true
 				break
 			}
+			if sn.down {
+				continue
+			}
 			select {
 			case err := <-sn.done:
-				if !sn.down {
-					sn.done <- err
-					return fmt.Errorf("sim: member %d stopped: %w", sn.idx, errors.Join(err, errors.New("unexpected")))
+				if !sn.crashed.Load() {
+					return fmt.Errorf("sim: member %d stopped: %v", sn.idx, err)
 				}
+				sn.db.Close()
+				sn.down = true
 			default:
+				if sn.crashed.Load() {
+					busy = true // wait for the crashed loop to stop
+				}
 			}
 		}
 		if !busy {
