@@ -145,6 +145,17 @@ func (t *trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fed
 // network. Time is virtual: the simulator ticks only when every node is
 // idle, so a fault-free run depends on the seed alone.
 func RunNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer) (*Result, error) {
+	return runNodes(ctx, c, data, f, obs, nodeOptions{})
+}
+
+// nodeOptions replace parts of a node-based simulation (benchmarks).
+type nodeOptions struct {
+	trainer func(Member) node.Trainer  // nil: train on the member's partition
+	store   func(*store.DB) node.Store // nil: the store itself
+	noEval  bool                       // skip the per-round evaluation
+}
+
+func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, opts nodeOptions) (*Result, error) {
 	start := time.Now()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -172,7 +183,7 @@ func RunNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer) 
 	}
 	defer os.RemoveAll(tmp)
 
-	s := &nodeSim{c: c, data: data, man: man, net: node.NewMemNet(c.Seed), pool: pool, losses: &sync.Map{},
+	s := &nodeSim{opts: opts, c: c, data: data, man: man, net: node.NewMemNet(c.Seed), pool: pool, losses: &sync.Map{},
 		res: &Result{Config: c}, obs: obs, decided: map[uint64]bool{}, last: time.Now()}
 	s.net.SetDropRate(f.Drop)
 	defer s.stopAll()
@@ -222,6 +233,7 @@ func RunNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer) 
 }
 
 type nodeSim struct {
+	opts   nodeOptions
 	c      Config
 	data   Data
 	man    *manifest.Manifest
@@ -253,10 +265,17 @@ func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) 
 	}
 	sn.crashed.Store(false)
 	conn := s.net.Join(sn.id.ID, &sn.handler, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
+	var st node.Store = db
+	if s.opts.store != nil {
+		st = s.opts.store(db)
+	}
+	var tr node.Trainer = &trainer{member: members[sn.idx], data: s.data.Train, pool: s.pool, seed: s.c.Seed,
+		cap: s.man.Round.MaxExamplesPerMember, losses: s.losses}
+	if s.opts.trainer != nil {
+		tr = s.opts.trainer(members[sn.idx])
+	}
 	n, err := node.New(node.Config{
-		Identity: sn.id, Manifest: s.man, Store: db, Network: conn,
-		Trainer: &trainer{member: members[sn.idx], data: s.data.Train, pool: s.pool, seed: s.c.Seed,
-			cap: s.man.Round.MaxExamplesPerMember, losses: s.losses},
+		Identity: sn.id, Manifest: s.man, Store: st, Network: conn, Trainer: tr,
 		Crash: hook,
 		OnApply: func(a node.Applied) {
 			sn.applied.Store(a.Round)
@@ -313,12 +332,16 @@ func (s *nodeSim) onApply(a node.Applied) {
 		}
 	}
 	rr.TrainLoss = lossSum / float64(max(rr.Examples, 1))
-	model := <-s.pool
-	met, err := model.Evaluate(a.Model.Weights, s.data.Test)
-	s.pool <- model
-	if err != nil {
-		s.err = err
-		return
+	var met train.Metrics
+	if !s.opts.noEval {
+		model := <-s.pool
+		var err error
+		met, err = model.Evaluate(a.Model.Weights, s.data.Test)
+		s.pool <- model
+		if err != nil {
+			s.err = err
+			return
+		}
 	}
 	rr.TestLoss, rr.TestAccuracy = met.Loss, met.Accuracy
 	now := time.Now()

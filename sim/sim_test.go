@@ -238,3 +238,30 @@ func TestCrashAtEveryPoint(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultsKeepOneDigest drops messages, crashes and restarts members and
+// cuts a minority off: every live member still ends on one digest (RunNodes
+// checks it) and the final accuracy is within 1 point of the fault-free run.
+func TestFaultsKeepOneDigest(t *testing.T) {
+	data := smallMNIST(t, 5000, 1000)
+	c := smallConfig()
+	c.Members = 6
+	c.Rounds = 4
+	c.Workers = 2
+	clean, err := RunNodes(context.Background(), c, data, Faults{}, Observer{})
+	require.NoError(t, err)
+	for name, f := range map[string]Faults{
+		"drop":  {Drop: 0.05},
+		"crash": {Crashes: []Crash{{Member: 1, Round: 1, DownTicks: 30}, {Member: 4, Round: 2, DownTicks: 200}}},
+		"cut":   {Partitions: []Partition{{Members: []int{0, 5}, Round: 2, Ticks: 150}}},
+		"all": {Drop: 0.02, Crashes: []Crash{{Member: 2, Round: 1, DownTicks: 120}},
+			Partitions: []Partition{{Members: []int{3}, Round: 3, Ticks: 120}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := RunNodes(context.Background(), c, data, f, Observer{})
+			require.NoError(t, err)
+			require.Len(t, got.Rounds, c.Rounds)
+			require.InDelta(t, clean.Metrics.Accuracy, got.Metrics.Accuracy, 0.01)
+		})
+	}
+}

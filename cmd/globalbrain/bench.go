@@ -16,6 +16,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/sim"
 	"github.com/globalbrain/globalbrain/train"
 )
 
@@ -105,15 +106,40 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			ceiling: gemm, ceilingName: fmt.Sprintf("sgemm %d^3 GFLOP/s", gemmN),
 		})
 	}
+	protoArch, protoRuns := "2nn", []struct {
+		members  int
+		fraction float64
+		rounds   int
+	}{{10, 1, 5}, {100, 0.1, 3}}
+	if *quick {
+		protoArch, protoRuns[0].rounds, protoRuns[1].members, protoRuns[1].fraction, protoRuns[1].rounds = "logreg", 2, 20, 0.5, 2
+	}
+	for _, pr := range protoRuns {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		pc, err := sim.MeasureProtocol(ctx, protoArch, pr.members, pr.fraction, pr.rounds)
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("protocol %d members C=%g (%s, fixed update)", pr.members, pr.fraction, protoArch)
+		rows = append(rows, benchRow{
+			name: name, unit: "s/round", value: pc.NodeSeconds,
+			ceiling: pc.DirectSeconds, ceilingName: "direct loop s/round", design: "",
+		}, benchRow{
+			name: name, unit: "MB written/round", value: pc.BytesPerRound / 1e6,
+			ceiling: float64(pc.UpdateBytes) * pc.ParticipantsAvg / 1e6, ceilingName: "MB of updates/round",
+		})
+	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "what\tmeasured\tunit\tceiling (same run)\tratio\tdesign figure\t")
+	fmt.Fprintln(w, "what\tmeasured\tunit\tcompared with (same run)\tratio\tdesign figure\t")
 	for _, r := range rows {
 		ceil, ratio := "", ""
 		if r.ceiling > 0 {
-			ceil = fmt.Sprintf("%.2f %s", r.ceiling, r.ceilingName)
+			ceil = fmt.Sprintf("%.4g %s", r.ceiling, r.ceilingName)
 			ratio = fmt.Sprintf("%.2f", r.value/r.ceiling)
 		}
-		fmt.Fprintf(w, "%s\t%.2f\t%s\t%s\t%s\t%s\t\n", r.name, r.value, r.unit, ceil, ratio, r.design)
+		fmt.Fprintf(w, "%s\t%.4g\t%s\t%s\t%s\t%s\t\n", r.name, r.value, r.unit, ceil, ratio, r.design)
 	}
 	return w.Flush()
 }

@@ -106,7 +106,8 @@ func TestBenchQuick(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"bench", "--quick", "--passes", "1"}, &out, io.Discard))
 	s := out.String()
-	for _, row := range []string{"fedavg aggregate", "train 2nn B=10", "train 2nn B=50", "train cnn B=50", "memory copy GB/s", "sgemm 256^3 GFLOP/s"} {
+	for _, row := range []string{"fedavg aggregate", "train 2nn B=10", "train 2nn B=50", "train cnn B=50", "memory copy GB/s", "sgemm 256^3 GFLOP/s",
+		"protocol 10 members C=1", "protocol 20 members C=0.5", "direct loop s/round", "MB written/round"} {
 		require.Contains(t, s, row)
 	}
 	require.NotRegexp(t, `\s0\.00\s+examples/s`, s, "every figure was measured")
