@@ -47,6 +47,7 @@ type Store interface {
 	LoadRaft() (*pb.HardState, *pb.Snapshot, []*pb.Entry, error)
 	Apply(a store.Applied) error
 	LastApplied() (store.Applied, error)
+	CompactRaft(index uint64) error
 }
 
 var _ Store = (*store.DB)(nil)
@@ -134,7 +135,7 @@ func Params(m *manifest.Manifest, dim int) round.Params {
 		Fraction: m.Round.Fraction, MinParticipants: m.Round.MinParticipants, OverSelect: m.Round.OverSelect,
 		DeadlineTicks: m.DeadlineTicks(), ElectionTicks: m.Round.ElectionTicks,
 		MaxExamples: m.Round.MaxExamplesPerMember, UpdateBytes: 4 * int64(dim),
-		Aggregator: m.Strategy.Name + "/1", Rounds: uint64(m.Training.Rounds),
+		Aggregator: m.Strategy.Name + "/1", Rounds: uint64(m.Training.Rounds), RetainRounds: m.Round.RetainRounds,
 	}
 }
 
@@ -186,7 +187,7 @@ func New(cfg Config) (*Node, error) {
 	for _, id := range p.Members {
 		n.raftPeer[round.RaftID(id)] = id
 	}
-	if n.model, err = n.loadModel(m.State().Model); err != nil {
+	if n.model, err = n.modelOrFetch(context.Background(), m.State().Model); err != nil {
 		return nil, fmt.Errorf("node: applied model: %w", err)
 	}
 	return n, nil
@@ -360,6 +361,21 @@ func (n *Node) ready(ctx context.Context) error {
 			n.alarms = append(n.alarms, a)
 			n.log.Warn("alarm", "round", n.m.State().Round+1, "alarm", a)
 		}
+		if c := rd.Compact; c != nil {
+			if err := n.cfg.Store.SaveRaft(nil, nil, c.Snapshot); err != nil {
+				return fmt.Errorf("node: persist snapshot: %w", err)
+			}
+			if c.CompactTo > 1 {
+				if err := n.cfg.Store.CompactRaft(c.CompactTo); err != nil {
+					return fmt.Errorf("node: compact log: %w", err)
+				}
+			}
+		}
+		if st := rd.Install; st != nil {
+			if err := n.install(ctx, st); err != nil {
+				return err
+			}
+		}
 		if rd.Train != nil {
 			n.train(ctx, rd.Train)
 		}
@@ -523,6 +539,41 @@ func (n *Node) applyTask(ctx context.Context, t *round.ApplyTask) error {
 		n.cfg.OnApply(Applied{Round: t.Entry.Round, Index: t.Index, Entry: t.Entry, Model: g})
 	}
 	return nil
+}
+
+// install adopts a snapshot's state: the model blob is obtained (from any
+// member holding it) and the applied state persisted. It blocks the loop
+// for the fetch: installing a snapshot is rare and nothing can proceed
+// without the model.
+func (n *Node) install(ctx context.Context, st *round.State) error {
+	g, err := n.modelOrFetch(ctx, st.Model)
+	if err != nil {
+		return fmt.Errorf("node: install snapshot of round %d: %w", st.Round, err)
+	}
+	if err := n.cfg.Store.Apply(store.Applied{Index: st.Index, Round: st.Round, Model: st.Model, ChainHash: st.Chain}); err != nil && !errors.Is(err, store.ErrStale) {
+		return fmt.Errorf("node: install snapshot of round %d: %w", st.Round, err)
+	}
+	n.model = g
+	n.log.Info("installed snapshot", "round", st.Round, "model", st.Model.String()[:12])
+	return nil
+}
+
+// modelOrFetch loads a model blob, fetching it from any member if missing.
+func (n *Node) modelOrFetch(ctx context.Context, d round.Digest) (*fedavg.Global, error) {
+	if g, err := n.loadModel(d); err == nil {
+		return g, nil
+	}
+	b, err := n.cfg.Network.Fetch(ctx, nil, d)
+	if err != nil {
+		return nil, err
+	}
+	if fedavg.DigestBytes(b) != d {
+		return nil, fmt.Errorf("node: model blob does not match digest %s", d.String()[:12])
+	}
+	if _, err := n.cfg.Store.PutBlob(b); err != nil {
+		return nil, err
+	}
+	return fedavg.Decode(b)
 }
 
 // Alarms returns the alarms raised so far (read on the loop).

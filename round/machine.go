@@ -80,15 +80,22 @@ type Ready struct {
 	Fetch     []FetchTask
 	Aggregate *AggregateTask
 	Apply     *ApplyTask
-	Alarms    []string
-	raft      *raft.Ready
+	// Install is set when the member adopted a snapshot's state: obtain its
+	// model blob and persist the applied state (the raft snapshot itself
+	// is in Snapshot).
+	Install *State
+	// Compact asks the member to persist a snapshot it created and compact
+	// its persisted log.
+	Compact *CompactTask
+	Alarms  []string
+	raft    *raft.Ready
 }
 
 // Empty reports whether there is nothing to do.
 func (rd *Ready) Empty() bool {
 	return rd.HardState == nil && len(rd.Entries) == 0 && rd.Snapshot == nil && len(rd.Messages) == 0 &&
 		len(rd.Gossip) == 0 && rd.Train == nil && len(rd.Fetch) == 0 && rd.Aggregate == nil && rd.Apply == nil &&
-		len(rd.Alarms) == 0 && rd.raft == nil
+		len(rd.Alarms) == 0 && rd.raft == nil && rd.Install == nil && rd.Compact == nil
 }
 
 // Errors a gossiped message can be refused with.
@@ -107,7 +114,7 @@ var (
 type roundState struct {
 	round       uint64
 	anns        map[string]*Message        // valid announcements by author
-	haves       map[Digest]map[string]bool // voters holding each blob
+	haves       map[Digest]map[string]bool // members holding each blob (voters count for inclusion)
 	declines    map[string]bool
 	fetching    map[Digest]bool
 	have        map[Digest]bool // blobs this member holds and verified
@@ -136,10 +143,14 @@ type Machine struct {
 	pending *ApplyTask
 	cur     roundState
 
-	leaderTerm uint64 // term in which this member leads and its empty entry applied
-	idleTicks  int    // ticks without an applied outcome (voters ask for leadership)
-	stalls     uint64 // times the current round stalled for 2 deadlines
-	attests    map[uint64]map[string]Digest
+	leaderTerm uint64                         // term in which this member leads and its empty entry applied
+	idleTicks  int                            // ticks without an applied outcome (voters ask for leadership)
+	stalls     uint64                         // times the current round stalled for 2 deadlines
+	attests    map[uint64]map[string]*Message // signed attestations of voters, by round
+	hist       []State                        // recent applied outcomes, oldest first
+	snapRound  uint64                         // round of the latest snapshot
+	snapDue    bool                           // an outcome was applied since Advance
+	cs         *pb.ConfState
 	halted     string
 	bootSnap   *pb.Snapshot
 	out        Ready
@@ -166,7 +177,7 @@ func New(c Config) (*Machine, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotMember, c.Self.ID)
 	}
 	m := &Machine{p: p, self: c.Self, id: RaftID(c.Self.ID), storage: raft.NewMemoryStorage(),
-		voters: map[uint64]identity.PeerID{}, attests: map[uint64]map[string]Digest{}}
+		voters: map[uint64]identity.PeerID{}, attests: map[uint64]map[string]*Message{}}
 	for _, v := range p.Voters {
 		m.voters[RaftID(v)] = v
 	}
@@ -190,10 +201,18 @@ func New(c Config) (*Machine, error) {
 		}
 		m.st.Index = 1
 		m.bootSnap = snap
+		m.cs = cs
 	} else {
 		if c.Snapshot != nil {
 			if err := m.storage.ApplySnapshot(c.Snapshot); err != nil {
 				return nil, err
+			}
+			m.cs = c.Snapshot.GetMetadata().GetConfState()
+			if s, err := DecodeSnapshot(c.Snapshot.GetData()); err == nil && s.State.Round > m.st.Round {
+				m.st = s.State // installed, but the member stopped before persisting its applied state
+			}
+			if s, err := DecodeSnapshot(c.Snapshot.GetData()); err == nil {
+				m.snapRound = s.State.Round
 			}
 		}
 		if c.HardState != nil {
@@ -265,7 +284,7 @@ func (m *Machine) startRound() {
 		declines: map[string]bool{}, fetching: map[Digest]bool{}, have: map[Digest]bool{}, proposed: -1}
 	m.idleTicks, m.stalls = 0, 0
 	for old := range m.attests {
-		if old+16 < r {
+		if old+uint64(2*m.p.RetainRounds+16) < r {
 			delete(m.attests, old)
 		}
 	}
@@ -361,6 +380,9 @@ func (m *Machine) step(msg *Message) error {
 		return fmt.Errorf("%w: round %d, applied %d", ErrStale, msg.Round, m.st.Round)
 	}
 	author := string(msg.Author)
+	if _, voter := m.voters[RaftID(msg.Author)]; msg.Kind == KindAttest && !voter {
+		return nil // only voters' attestations count
+	}
 	if !m.seen(msg) {
 		if err := msg.Verify(m.p.Consortium); err != nil {
 			return err
@@ -369,10 +391,7 @@ func (m *Machine) step(msg *Message) error {
 	switch msg.Kind {
 	case KindAttest:
 		if _, ok := m.voters[RaftID(msg.Author)]; ok {
-			if m.attests[msg.Round] == nil {
-				m.attests[msg.Round] = map[string]Digest{}
-			}
-			m.attests[msg.Round][author] = msg.Digest
+			m.recordAttest(msg)
 			m.checkAttestations(msg.Round)
 		}
 		return nil
@@ -399,12 +418,10 @@ func (m *Machine) step(msg *Message) error {
 		m.cur.anns[author] = msg
 		m.want(msg.Digest, msg.Author)
 	case KindHave:
-		if _, ok := m.voters[RaftID(msg.Author)]; ok {
-			if m.cur.haves[msg.Digest] == nil {
-				m.cur.haves[msg.Digest] = map[string]bool{}
-			}
-			m.cur.haves[msg.Digest][author] = true
+		if m.cur.haves[msg.Digest] == nil {
+			m.cur.haves[msg.Digest] = map[string]bool{}
 		}
+		m.cur.haves[msg.Digest][author] = true
 	case KindDecline:
 		if !contains(m.Sample(msg.Round), msg.Author) {
 			return fmt.Errorf("%w: %s declined round %d", ErrNotSampled, msg.Author.Short(), msg.Round)
@@ -469,12 +486,10 @@ func (m *Machine) BlobStored(d Digest) {
 			h := &Message{Kind: KindHave, Round: m.cur.round, Digest: d}
 			m.gossip(h)
 			m.cur.myHaves = append(m.cur.myHaves, h)
-			if m.isVoter() {
-				if m.cur.haves[d] == nil {
-					m.cur.haves[d] = map[string]bool{}
-				}
-				m.cur.haves[d][string(m.self.ID)] = true
+			if m.cur.haves[d] == nil {
+				m.cur.haves[d] = map[string]bool{}
 			}
+			m.cur.haves[d][string(m.self.ID)] = true
 			break
 		}
 	}
@@ -540,9 +555,11 @@ func (m *Machine) includable() []*Message {
 		if !m.cur.have[a.Digest] {
 			continue
 		}
-		others := len(m.cur.haves[a.Digest])
-		if m.cur.haves[a.Digest][string(m.self.ID)] {
-			others--
+		others := 0
+		for h := range m.cur.haves[a.Digest] {
+			if _, voter := m.voters[RaftID(identity.PeerID(h))]; voter && h != string(m.self.ID) {
+				others++
+			}
 		}
 		if others >= need {
 			out = append(out, a)
@@ -598,6 +615,7 @@ func (m *Machine) Ready() *Ready {
 		rd.Entries = r.Entries
 		if r.Snapshot != nil && !raft.IsEmptySnap(r.Snapshot) {
 			rd.Snapshot = r.Snapshot
+			m.installSnapshot(r.Snapshot)
 		}
 		rd.MustSync = r.MustSync
 		rd.Messages = r.Messages
@@ -621,6 +639,12 @@ func (m *Machine) Ready() *Ready {
 	if rd.Aggregate == nil {
 		rd.Aggregate = m.out.Aggregate
 	}
+	if rd.Install == nil {
+		rd.Install = m.out.Install
+	}
+	if rd.Compact == nil {
+		rd.Compact = m.out.Compact
+	}
 	m.out = Ready{}
 	return &rd
 }
@@ -637,6 +661,10 @@ func (m *Machine) Advance(rd *Ready) {
 		}
 		_ = m.storage.Append(rd.raft.Entries)
 		m.rn.Advance(*rd.raft)
+	}
+	if m.snapDue {
+		m.snapDue = false
+		m.maybeSnapshot()
 	}
 }
 
@@ -768,8 +796,17 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 		return
 	}
 	m.st = State{Index: t.Index, Round: t.Entry.Round, Model: model, Chain: t.Chain}
-	m.gossip(&Message{Kind: KindAttest, Round: m.st.Round, Index: t.Index, Digest: model})
+	att := &Message{Kind: KindAttest, Round: m.st.Round, Index: t.Index, Digest: model}
+	m.gossip(att)
+	if m.isVoter() {
+		m.recordAttest(att)
+	}
 	m.checkAttestations(m.st.Round)
+	m.hist = append(m.hist, m.st)
+	if len(m.hist) > 2*m.p.RetainRounds+2 {
+		m.hist = m.hist[1:]
+	}
+	m.snapDue = true // after Advance: the entry must be in storage first
 	m.startRound()
 }
 
@@ -788,8 +825,8 @@ func (m *Machine) checkAttestations(r uint64) {
 		return
 	}
 	against := 0
-	for _, d := range m.attests[r] {
-		if d != m.st.Model {
+	for _, a := range m.attests[r] {
+		if a.Digest != m.st.Model {
 			against++
 		}
 	}
@@ -797,6 +834,13 @@ func (m *Machine) checkAttestations(r uint64) {
 		m.halted = fmt.Sprintf("round %d: applied model %s contradicts %d voters' attestations", r, m.st.Model.String()[:12], against)
 		m.alarm("halted: %s", m.halted)
 	}
+}
+
+func (m *Machine) recordAttest(a *Message) {
+	if m.attests[a.Round] == nil {
+		m.attests[a.Round] = map[string]*Message{}
+	}
+	m.attests[a.Round][string(a.Author)] = a
 }
 
 type discardLogger struct{}

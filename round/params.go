@@ -24,6 +24,7 @@ type Params struct {
 	ElectionTicks   int
 	MaxExamples     int64
 	UpdateBytes     int64  // the length every update blob must have (4 x parameters)
+	RetainRounds    int    // a snapshot every RetainRounds rounds; the log is compacted behind it (0: never)
 	Aggregator      string // names the strategy configuration; entries must carry it
 	Rounds          uint64 // last round; 0: no end
 }

@@ -32,6 +32,7 @@ type Options struct {
 	MinParticipants int
 	DeadlineTicks   int
 	Strategy        string // fedavg strategy name; "" is fedavg
+	RetainRounds    int    // snapshot and compaction interval; 0: never
 	Seed            uint64
 }
 
@@ -62,8 +63,9 @@ type Member struct {
 	blobs   map[round.Digest][]byte
 	History map[uint64]Outcome
 
-	apply  *round.ApplyTask
-	Alarms []string
+	apply     *round.ApplyTask
+	Alarms    []string
+	Installed int // snapshots installed
 }
 
 type envelope struct {
@@ -129,7 +131,7 @@ func New(o Options) (*Env, error) {
 	binary.BigEndian.PutUint64(cid[:], o.Seed)
 	e.Params = round.Params{Consortium: cid, Members: ids, Voters: voters, Fraction: o.Fraction,
 		MinParticipants: o.MinParticipants, DeadlineTicks: o.DeadlineTicks, ElectionTicks: 10,
-		MaxExamples: 1000, UpdateBytes: 4 * Dim, Aggregator: o.Strategy}
+		MaxExamples: 1000, UpdateBytes: 4 * Dim, Aggregator: o.Strategy, RetainRounds: o.RetainRounds}
 	for _, m := range e.Members {
 		m.blobs[e.genesis.Digest()] = e.genesis.Encode()
 		if err := e.start(m); err != nil {
@@ -290,7 +292,7 @@ func (e *Env) check() error {
 				e.Decided[r] = o
 				continue
 			}
-			if d != o {
+			if d.Index != o.Index || d.Model != o.Model || d.Chain != o.Chain {
 				return fmt.Errorf("roundtest: round %d: member %d applied %+v, another applied %+v", r, m.Index, o, d)
 			}
 		}
@@ -351,6 +353,19 @@ func (e *Env) handle(m *Member, rd *round.Ready) error {
 		}
 	}
 	m.Alarms = append(m.Alarms, rd.Alarms...)
+	if c := rd.Compact; c != nil {
+		m.snap = c.Snapshot
+		idx := c.Snapshot.GetMetadata().GetIndex()
+		m.ents = slices.DeleteFunc(m.ents, func(x *pb.Entry) bool { return x.GetIndex() <= idx })
+	}
+	if st := rd.Install; st != nil {
+		if !e.fetch(m, st.Model) {
+			return fmt.Errorf("roundtest: member %d: installed snapshot's model unreachable", m.Index)
+		}
+		m.applied = *st
+		m.Installed++
+		m.History[st.Round] = Outcome{Index: st.Index, Model: st.Model, Chain: st.Chain, Kind: "snapshot"}
+	}
 	// 3. work
 	if t := rd.Train; t != nil && !m.Silent {
 		base, err := fedavg.Decode(m.blobs[t.Base])

@@ -220,3 +220,27 @@ func TestLazyLeaderReplaced(t *testing.T) {
 		sameModel(t, e)
 	})
 }
+
+// A member behind the compaction point catches up by snapshot (FedAdam
+// state included) and ends on the same digest.
+func TestBehindCompactionCatchesUpBySnapshot(t *testing.T) {
+	forSeeds(t, func(t *testing.T, seed uint64) {
+		e := newEnv(t, Options{Members: 10, Voters: 5, MinParticipants: 5, Strategy: "fedadam", RetainRounds: 2, Seed: seed})
+		require.NoError(t, e.Run(3000, applied(e, 1)))
+		late := 9 // a learner
+		e.Crash(late)
+		var live []int
+		for i := range 9 {
+			live = append(live, i)
+		}
+		require.NoError(t, e.Run(20000, applied(e, 8, live...)))
+		require.NoError(t, e.Restart(late))
+		target := e.Members[0].M.State().Round + 1
+		require.NoError(t, e.Run(20000, applied(e, target)))
+		require.Positive(t, e.Members[late].Installed, "caught up without a snapshot")
+		sameModel(t, e)
+		g, err := e.Model(late)
+		require.NoError(t, err)
+		require.Equal(t, "fedadam", g.State.Strategy)
+	})
+}
