@@ -33,6 +33,9 @@ type Config struct {
 	Snapshot  *pb.Snapshot
 	Entries   []*pb.Entry
 	Logger    raft.Logger // nil: discard
+	// Joining is set for a member that is not in the genesis manifest and
+	// waits for its AddMember entry to be applied.
+	Joining bool
 }
 
 // TrainTask asks the member to train round Round from the model Base.
@@ -143,18 +146,20 @@ type Machine struct {
 	pending *ApplyTask
 	cur     roundState
 
-	leaderTerm uint64                         // term in which this member leads and its empty entry applied
-	idleTicks  int                            // ticks without an applied outcome (voters ask for leadership)
-	stalls     uint64                         // times the current round stalled for 2 deadlines
-	attests    map[uint64]map[string]*Message // signed attestations of voters, by round
-	hist       []State                        // recent applied outcomes, oldest first
-	snapRound  uint64                         // round of the latest snapshot
-	snapDue    bool                           // an outcome was applied since Advance
-	cs         *pb.ConfState
-	halted     string
-	bootSnap   *pb.Snapshot
-	out        Ready
-	Counters   Counters
+	leaderTerm   uint64                         // term in which this member leads and its empty entry applied
+	idleTicks    int                            // ticks without an applied outcome (voters ask for leadership)
+	stalls       uint64                         // times the current round stalled for 2 deadlines
+	attests      map[uint64]map[string]*Message // signed attestations of voters, by round
+	hist         []histEntry                    // recent applied outcomes, oldest first
+	snapRound    uint64                         // round of the latest snapshot
+	snapDue      bool                           // an outcome was applied since Advance
+	cs           *pb.ConfState
+	members      []identity.PeerID // applied membership, sorted
+	roundMembers []identity.PeerID // membership at the start of the current round
+	halted       string
+	bootSnap     *pb.Snapshot
+	out          Ready
+	Counters     Counters
 }
 
 // Counters counts what the Machine refused or skipped.
@@ -173,7 +178,7 @@ func New(c Config) (*Machine, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if !contains(p.Members, c.Self.ID) {
+	if !contains(p.Members, c.Self.ID) && !c.Joining {
 		return nil, fmt.Errorf("%w: %s", ErrNotMember, c.Self.ID)
 	}
 	m := &Machine{p: p, self: c.Self, id: RaftID(c.Self.ID), storage: raft.NewMemoryStorage(),
@@ -181,6 +186,7 @@ func New(c Config) (*Machine, error) {
 	for _, v := range p.Voters {
 		m.voters[RaftID(v)] = v
 	}
+	m.members = p.Members
 	m.st = c.Applied
 	if c.HardState == nil && c.Snapshot == nil && len(c.Entries) == 0 {
 		if m.st != (State{}) {
@@ -213,6 +219,7 @@ func New(c Config) (*Machine, error) {
 			}
 			if s, err := DecodeSnapshot(c.Snapshot.GetData()); err == nil {
 				m.snapRound = s.State.Round
+				m.members = s.Members
 			}
 		}
 		if c.HardState != nil {
@@ -229,11 +236,13 @@ func New(c Config) (*Machine, error) {
 		logger = discardLogger{}
 	}
 	rn, err := raft.NewRawNode(&raft.Config{
-		ID:                        m.id,
-		ElectionTick:              p.ElectionTicks,
-		HeartbeatTick:             1,
-		Storage:                   m.storage,
-		Applied:                   m.st.Index,
+		ID:            m.id,
+		ElectionTick:  p.ElectionTicks,
+		HeartbeatTick: 1,
+		Storage:       m.storage,
+		// Entries after the snapshot are replayed: membership changes are
+		// applied again, outcomes already applied are recognised as decided.
+		Applied:                   m.firstIndex() - 1,
 		MaxSizePerMsg:             1 << 20,
 		MaxInflightMsgs:           256,
 		CheckQuorum:               true,
@@ -275,13 +284,20 @@ func (m *Machine) Campaign() error { return m.rn.Campaign() }
 
 // Sample returns sample(r) over the genesis membership, over-selection included.
 func (m *Machine) Sample(r uint64) []identity.PeerID {
-	return Sample(m.p.Consortium[:], r, m.p.Members, m.p.Target(len(m.p.Members))+m.p.OverSelect)
+	ms := m.roundMembers
+	return Sample(m.p.Consortium[:], r, ms, m.p.Target(len(ms))+m.p.OverSelect)
+}
+
+func (m *Machine) firstIndex() uint64 {
+	i, _ := m.storage.FirstIndex()
+	return i
 }
 
 func (m *Machine) startRound() {
 	r := m.st.Round + 1
 	m.cur = roundState{round: r, anns: map[string]*Message{}, haves: map[Digest]map[string]bool{},
 		declines: map[string]bool{}, fetching: map[Digest]bool{}, have: map[Digest]bool{}, proposed: -1}
+	m.roundMembers = slices.Clone(m.members)
 	m.idleTicks, m.stalls = 0, 0
 	for old := range m.attests {
 		if old+uint64(2*m.p.RetainRounds+16) < r {
@@ -373,7 +389,7 @@ func (m *Machine) Step(msg *Message) error {
 }
 
 func (m *Machine) step(msg *Message) error {
-	if !contains(m.p.Members, msg.Author) {
+	if !contains(m.members, msg.Author) {
 		return fmt.Errorf("%w: %s", ErrNotMember, msg.Author.Short())
 	}
 	if msg.Round+1 < m.st.Round || msg.Round > m.st.Round+2 {
@@ -576,7 +592,7 @@ func (m *Machine) maybeClose() {
 		return
 	}
 	sample := m.Sample(m.cur.round)
-	target := m.p.Target(len(m.p.Members))
+	target := m.p.Target(len(m.roundMembers))
 	inc := m.includable()
 	resolved := true
 	for _, id := range sample {
@@ -676,9 +692,7 @@ func (m *Machine) nextApply() *ApplyTask {
 		m.queue = m.queue[1:]
 		switch ent.GetType() {
 		case pb.EntryConfChange, pb.EntryConfChangeV2:
-			// Membership changes are signed entries of their own; until
-			// they are enabled every proposed change is cancelled.
-			m.rn.ApplyConfChange(&pb.ConfChangeV2{})
+			m.applyConfChange(ent)
 			continue
 		}
 		if len(ent.GetData()) == 0 {
@@ -694,7 +708,11 @@ func (m *Machine) nextApply() *ApplyTask {
 		}
 		switch {
 		case errors.Is(err, ErrStale):
-			m.Counters.StaleEntries++
+			if ent.GetIndex() <= m.st.Index {
+				m.roundMembers = slices.Clone(m.members) // replaying: a round boundary
+			} else {
+				m.Counters.StaleEntries++
+			}
 			continue
 		case err != nil:
 			m.Counters.InvalidEntries++
@@ -802,7 +820,7 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 		m.recordAttest(att)
 	}
 	m.checkAttestations(m.st.Round)
-	m.hist = append(m.hist, m.st)
+	m.hist = append(m.hist, histEntry{m.st, slices.Clone(m.members)})
 	if len(m.hist) > 2*m.p.RetainRounds+2 {
 		m.hist = m.hist[1:]
 	}

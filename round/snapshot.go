@@ -8,6 +8,8 @@ import (
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/globalbrain/globalbrain/identity"
 )
 
 // Snapshot is the application state a Raft snapshot carries: the applied
@@ -15,8 +17,9 @@ import (
 // that it is the outcome they applied. A member installs it only once the
 // attestations check out.
 type Snapshot struct {
-	State   State      `json:"state"`
-	Attests []*Message `json:"attests"`
+	State   State             `json:"state"`
+	Members []identity.PeerID `json:"members"`
+	Attests []*Message        `json:"attests"`
 }
 
 // CompactTask asks the member to persist a snapshot it created and compact
@@ -28,6 +31,12 @@ type CompactTask struct {
 
 // ErrUnattested reports a snapshot without a majority of voters' attestations.
 var ErrUnattested = errors.New("round: snapshot not attested by a majority of voters")
+
+// histEntry is an applied outcome and the membership at that point.
+type histEntry struct {
+	State
+	members []identity.PeerID
+}
 
 // DecodeSnapshot parses a snapshot's data.
 func DecodeSnapshot(b []byte) (*Snapshot, error) {
@@ -72,7 +81,7 @@ func (m *Machine) maybeSnapshot() {
 		if h.Round < m.snapRound+uint64(m.p.RetainRounds) {
 			return
 		}
-		s := &Snapshot{State: h}
+		s := &Snapshot{State: h.State, Members: h.members}
 		for _, a := range m.attests[h.Round] {
 			if a.Digest == h.Model && a.Index == h.Index {
 				s.Attests = append(s.Attests, a)
@@ -123,7 +132,8 @@ func (m *Machine) installSnapshot(snap *pb.Snapshot) {
 		return
 	}
 	m.st = s.State
-	m.queue, m.pending, m.hist = nil, nil, []State{s.State}
+	m.members = s.Members
+	m.queue, m.pending, m.hist = nil, nil, []histEntry{{s.State, s.Members}}
 	m.snapRound = s.State.Round
 	for _, a := range s.Attests {
 		m.recordAttest(a)

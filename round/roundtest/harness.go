@@ -33,6 +33,7 @@ type Options struct {
 	DeadlineTicks   int
 	Strategy        string // fedavg strategy name; "" is fedavg
 	RetainRounds    int    // snapshot and compaction interval; 0: never
+	Joiners         int    // members beyond Members, not in genesis: they wait to be added
 	Seed            uint64
 }
 
@@ -54,6 +55,7 @@ type Member struct {
 	Silent    bool // never trains nor declines
 	Byzantine bool // as leader, proposes commits with a wrong result digest
 	Lazy      bool // as leader, stops proposing (raft still heartbeats)
+	Joining   bool // not a genesis member
 
 	// persisted
 	hard    *pb.HardState
@@ -118,13 +120,15 @@ func New(o Options) (*Env, error) {
 	}
 	e.genesis = fedavg.NewGlobal(w)
 	var ids, voters []identity.PeerID
-	for i := range o.Members {
+	for i := range o.Members + o.Joiners {
 		id := identity.Derive(o.Seed, i)
-		ids = append(ids, id.ID)
+		if i < o.Members {
+			ids = append(ids, id.ID)
+		}
 		if i < o.Voters {
 			voters = append(voters, id.ID)
 		}
-		e.Members = append(e.Members, &Member{Index: i, ID: id, blobs: map[round.Digest][]byte{}, History: map[uint64]Outcome{}})
+		e.Members = append(e.Members, &Member{Index: i, ID: id, blobs: map[round.Digest][]byte{}, History: map[uint64]Outcome{}, Joining: i >= o.Members})
 		e.byRaft[round.RaftID(id.ID)] = i
 	}
 	var cid [32]byte
@@ -143,7 +147,7 @@ func New(o Options) (*Env, error) {
 
 func (e *Env) start(m *Member) error {
 	mc, err := round.New(round.Config{Params: e.Params, Self: m.ID, Genesis: e.genesis.Digest(), Applied: m.applied,
-		HardState: m.hard, Snapshot: m.snap, Entries: slices.Clone(m.ents)})
+		HardState: m.hard, Snapshot: m.snap, Entries: slices.Clone(m.ents), Joining: m.Joining})
 	if err != nil {
 		return err
 	}

@@ -244,3 +244,66 @@ func TestBehindCompactionCatchesUpBySnapshot(t *testing.T) {
 		require.Equal(t, "fedadam", g.State.Strategy)
 	})
 }
+
+// Genesis returns the indices of the genesis members.
+func genesis(n int) []int {
+	var idx []int
+	for i := range n {
+		idx = append(idx, i)
+	}
+	return idx
+}
+
+// AddMember with a majority's signatures: the new member joins as a learner,
+// catches up through the log and is in the sample from the next round.
+func TestAddMemberWithMajority(t *testing.T) {
+	forSeeds(t, func(t *testing.T, seed uint64) {
+		e := newEnv(t, Options{Members: 10, Voters: 5, Joiners: 1, MinParticipants: 5, Seed: seed})
+		g := genesis(10)
+		require.NoError(t, e.Run(3000, applied(e, 1, g...)))
+		req := round.NewAddMember(e.Params.Consortium, e.Members[10].ID)
+		for _, i := range []int{0, 2, 4, 6, 8, 9} {
+			req.Sign(e.Params.Consortium, e.Members[i].ID)
+		}
+		require.NoError(t, e.Run(3000, func() bool { return e.Leader() >= 0 }))
+		require.NoError(t, e.Members[e.Leader()].M.ProposeAddMember(req))
+		require.NoError(t, e.Run(6000, func() bool {
+			for _, i := range g {
+				if len(e.Members[i].M.Members()) != 11 {
+					return false
+				}
+			}
+			return true
+		}))
+		r := e.Members[0].M.State().Round
+		require.NoError(t, e.Run(8000, applied(e, r+2)))
+		require.Equal(t, 11, e.Decided[r+2].Included, "the new member is in the sample of the next round")
+		sameModel(t, e)
+	})
+}
+
+// AddMember with a minority's signatures is invalid: every member skips it
+// and raises an alarm; nothing changes.
+func TestAddMemberWithMinorityIsInvalid(t *testing.T) {
+	forSeeds(t, func(t *testing.T, seed uint64) {
+		e := newEnv(t, Options{Members: 10, Voters: 5, Joiners: 1, MinParticipants: 5, Seed: seed})
+		g := genesis(10)
+		require.NoError(t, e.Run(3000, applied(e, 1, g...)))
+		req := round.NewAddMember(e.Params.Consortium, e.Members[10].ID)
+		for _, i := range []int{0, 1, 2, 3, 4} { // 5 of 10: not a majority
+			req.Sign(e.Params.Consortium, e.Members[i].ID)
+		}
+		require.NoError(t, e.Run(3000, func() bool { return e.Leader() >= 0 }))
+		require.NoError(t, e.Members[e.Leader()].M.ProposeAddMember(req))
+		r := e.Members[0].M.State().Round
+		require.NoError(t, e.Run(8000, applied(e, r+2, g...)))
+		for _, i := range g {
+			m := e.Members[i]
+			require.Len(t, m.M.Members(), 10, "member %d", i)
+			require.Positive(t, m.M.Counters.InvalidEntries, "member %d", i)
+			require.NotEmpty(t, m.Alarms, "member %d", i)
+		}
+		require.Equal(t, 10, e.Decided[r+2].Included)
+		sameModel(t, e, g...)
+	})
+}
