@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -110,6 +111,26 @@ type Node struct {
 	alarms []string
 	done   chan struct{}
 	err    error
+
+	// Read by the transport's goroutines (validators, servers).
+	applied  atomic.Uint64                     // last decided round
+	members  atomic.Pointer[[]identity.PeerID] // applied membership
+	servable sync.Map                          // [32]byte -> struct{}: digests named in valid announcements or entries
+	status   atomic.Pointer[Status]
+}
+
+// Status is a node's state for operators (/status).
+type Status struct {
+	Peer     string         `json:"peer"`
+	Round    uint64         `json:"round"`
+	Phase    string         `json:"phase"`
+	Applied  uint64         `json:"applied_round"`
+	Model    string         `json:"model_digest"`
+	Leader   bool           `json:"leader"`
+	Members  int            `json:"members"`
+	Halted   string         `json:"halted,omitempty"`
+	Alarms   []string       `json:"alarms,omitempty"`
+	Counters round.Counters `json:"counters"`
 }
 
 // Genesis returns G(0) for a manifest: the model initialised from its seed.
@@ -190,6 +211,9 @@ func New(cfg Config) (*Node, error) {
 	if n.model, err = n.modelOrFetch(context.Background(), m.State().Model); err != nil {
 		return nil, fmt.Errorf("node: applied model: %w", err)
 	}
+	n.servable.Store([32]byte(g0.Digest()), struct{}{})
+	n.servable.Store([32]byte(m.State().Model), struct{}{})
+	n.publishState()
 	return n, nil
 }
 
@@ -252,6 +276,8 @@ func (n *Node) HandleGossip(from identity.PeerID, b []byte) {
 	n.enqueue(func() {
 		if err := n.m.Step(msg); err != nil && !errors.Is(err, round.ErrStale) {
 			n.log.Debug("gossip rejected", "from", from.Short(), "msg", msg, "err", err)
+		} else if err == nil && msg.Kind == round.KindAnnounce {
+			n.servable.Store([32]byte(msg.Digest), struct{}{})
 		}
 	})
 }
@@ -282,6 +308,64 @@ func (n *Node) State(ctx context.Context) (round.State, error) {
 	case <-n.done:
 		return round.State{}, n.err
 	}
+}
+
+// publishState refreshes what the transport's goroutines read. Runs on the loop.
+func (n *Node) publishState() {
+	st := n.m.Status()
+	n.applied.Store(st.Applied.Round)
+	if ms := n.members.Load(); ms == nil || len(*ms) != st.Members {
+		all := n.m.Members()
+		n.members.Store(&all)
+	}
+	n.status.Store(&Status{Peer: n.cfg.Identity.ID.String(), Round: st.Round, Phase: st.Phase, Applied: st.Applied.Round,
+		Model: st.Applied.Model.String(), Leader: st.IsLeader, Members: st.Members, Halted: st.Halted,
+		Alarms: append([]string(nil), n.alarms...), Counters: st.Counters})
+}
+
+// Status returns the node's latest state (safe from any goroutine).
+func (n *Node) Status() Status { return *n.status.Load() }
+
+// Members returns the applied membership (safe from any goroutine): the
+// transport's allow-list.
+func (n *Node) Members() []identity.PeerID { return *n.members.Load() }
+
+// Servable reports whether a blob may be served: it is named in a valid
+// signed announcement or an applied entry (safe from any goroutine).
+func (n *Node) Servable(d [32]byte) bool {
+	_, ok := n.servable.Load(d)
+	return ok
+}
+
+// Gossip verdicts of CheckGossip.
+const (
+	GossipAccept = iota
+	GossipIgnore
+	GossipReject
+)
+
+// CheckGossip is the transport's validator for a gossiped message whose
+// authenticated gossip author is author (safe from any goroutine). It
+// returns a verdict and, unless accepted, the reason to count.
+func (n *Node) CheckGossip(author identity.PeerID, b []byte) (int, string) {
+	msg, err := round.DecodeMessage(b)
+	if err != nil {
+		return GossipReject, "malformed"
+	}
+	if identity.Compare(msg.Author, author) != 0 {
+		return GossipReject, "author_mismatch"
+	}
+	ms := n.Members()
+	if _, ok := slices.BinarySearchFunc(ms, author, identity.Compare); !ok {
+		return GossipReject, "not_member"
+	}
+	if a := n.applied.Load(); msg.Round+1 < a || msg.Round > a+2 {
+		return GossipIgnore, "stale"
+	}
+	if err := msg.Verify(n.m.Params().Consortium); err != nil {
+		return GossipReject, "bad_signature"
+	}
+	return GossipAccept, ""
 }
 
 // Machine exposes the round machine for tests that run the loop themselves.
@@ -330,6 +414,7 @@ func (n *Node) ready(ctx context.Context) error {
 	for {
 		rd := n.m.Ready()
 		if rd.Empty() {
+			n.publishState()
 			return nil
 		}
 		if err := n.crash(CrashBeforePersist); err != nil {
@@ -378,6 +463,9 @@ func (n *Node) ready(ctx context.Context) error {
 		}
 		if rd.Train != nil {
 			n.train(ctx, rd.Train)
+		}
+		if rd.Sync != 0 {
+			n.sync(ctx, rd.Sync)
 		}
 		for _, f := range rd.Fetch {
 			n.fetch(ctx, f.Digest, f.From, func(err error) {
@@ -437,6 +525,7 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 			n.log.Error("cannot store update; declining", "round", t.Round, "err", err)
 			return func() { n.m.Decline(t.Round) }
 		}
+		n.servable.Store([32]byte(d), struct{}{})
 		return func() { n.m.Trained(t.Round, d, int64(len(b)), examples) }
 	})
 }
@@ -506,6 +595,7 @@ func (n *Node) aggregate(ctx context.Context, t *round.AggregateTask) {
 		if _, err = n.cfg.Store.PutBlob(g.Encode()); err != nil {
 			err = fmt.Errorf("node: store model: %w", err)
 		}
+		n.servable.Store([32]byte(d), struct{}{})
 	}
 	n.m.Aggregated(t, d, err)
 }
@@ -533,6 +623,7 @@ func (n *Node) applyTask(ctx context.Context, t *round.ApplyTask) error {
 		return fmt.Errorf("node: apply round %d: %w", t.Entry.Round, err)
 	}
 	n.model = g
+	n.servable.Store([32]byte(d), struct{}{})
 	n.m.Applied(t, d, nil)
 	n.log.Info("applied", "round", t.Entry.Round, "kind", t.Entry.Kind, "included", len(t.Entry.Included), "model", d.String()[:12])
 	if n.cfg.OnApply != nil {
@@ -554,6 +645,7 @@ func (n *Node) install(ctx context.Context, st *round.State) error {
 		return fmt.Errorf("node: install snapshot of round %d: %w", st.Round, err)
 	}
 	n.model = g
+	n.servable.Store([32]byte(st.Model), struct{}{})
 	n.log.Info("installed snapshot", "round", st.Round, "model", st.Model.String()[:12])
 	return nil
 }
@@ -574,6 +666,50 @@ func (n *Node) modelOrFetch(ctx context.Context, d round.Digest) (*fedavg.Global
 		return nil, err
 	}
 	return fedavg.Decode(b)
+}
+
+// Puller is implemented by networks that can pull a round's current
+// announcements from other members (a new leader catching up at once).
+type Puller interface {
+	Pull(ctx context.Context, round uint64) [][]byte
+}
+
+func (n *Node) sync(ctx context.Context, r uint64) {
+	p, ok := n.cfg.Network.(Puller)
+	if !ok {
+		return
+	}
+	n.async(ctx, func() func() {
+		for _, b := range p.Pull(ctx, r) {
+			if msg, err := round.DecodeMessage(b); err == nil {
+				n.HandleGossip(msg.Author, b)
+			}
+		}
+		return nil
+	})
+}
+
+// RoundMessages returns the current round's announcements and own Haves,
+// encoded, for a new leader's sync (safe from any goroutine: it asks the loop).
+func (n *Node) RoundMessages(ctx context.Context, r uint64) [][]byte {
+	ch := make(chan [][]byte, 1)
+	n.enqueue(func() {
+		var out [][]byte
+		for _, m := range n.m.RoundMessages() {
+			if m.Round == r {
+				out = append(out, m.Encode())
+			}
+		}
+		ch <- out
+	})
+	select {
+	case out := <-ch:
+		return out
+	case <-ctx.Done():
+		return nil
+	case <-n.done:
+		return nil
+	}
 }
 
 // Alarms returns the alarms raised so far (read on the loop).

@@ -90,15 +90,18 @@ type Ready struct {
 	// Compact asks the member to persist a snapshot it created and compact
 	// its persisted log.
 	Compact *CompactTask
-	Alarms  []string
-	raft    *raft.Ready
+	// Sync is set when this member just became the leader: pull the
+	// round's current announcements from the others.
+	Sync   uint64
+	Alarms []string
+	raft   *raft.Ready
 }
 
 // Empty reports whether there is nothing to do.
 func (rd *Ready) Empty() bool {
 	return rd.HardState == nil && len(rd.Entries) == 0 && rd.Snapshot == nil && len(rd.Messages) == 0 &&
 		len(rd.Gossip) == 0 && rd.Train == nil && len(rd.Fetch) == 0 && rd.Aggregate == nil && rd.Apply == nil &&
-		len(rd.Alarms) == 0 && rd.raft == nil && rd.Install == nil && rd.Compact == nil
+		len(rd.Alarms) == 0 && rd.raft == nil && rd.Install == nil && rd.Compact == nil && rd.Sync == 0
 }
 
 // Errors a gossiped message can be refused with.
@@ -661,6 +664,9 @@ func (m *Machine) Ready() *Ready {
 	if rd.Compact == nil {
 		rd.Compact = m.out.Compact
 	}
+	if rd.Sync == 0 {
+		rd.Sync = m.out.Sync
+	}
 	m.out = Ready{}
 	return &rd
 }
@@ -699,6 +705,7 @@ func (m *Machine) nextApply() *ApplyTask {
 			if m.IsLeader() && ent.GetTerm() == m.term() {
 				m.leaderTerm = ent.GetTerm() // our term's empty entry applied: we may propose
 				m.cur.ticks, m.cur.proposed = 0, -1
+				m.out.Sync = m.cur.round
 			}
 			continue
 		}
@@ -879,3 +886,49 @@ func (discardLogger) Panic(v ...interface{})            { panic(fmt.Sprint(v...)
 func (discardLogger) Panicf(f string, v ...interface{}) { panic(fmt.Sprintf(f, v...)) }
 
 func (m *Machine) term() uint64 { return m.rn.BasicStatus().HardState.GetTerm() }
+
+// RoundMessages returns the current round's valid announcements and this
+// member's own Haves, for a new leader that asks to catch up at once.
+func (m *Machine) RoundMessages() []*Message {
+	var out []*Message
+	for _, a := range m.cur.anns {
+		out = append(out, a)
+	}
+	sortAnnouncements(out)
+	return append(out, m.cur.myHaves...)
+}
+
+// Status is a summary of the machine for operators.
+type Status struct {
+	Round     uint64 // next round (the one in progress)
+	Applied   State
+	Phase     string // "training", "collecting", "closing", "done" or "halted"
+	Leader    uint64
+	IsLeader  bool
+	Members   int
+	Voters    int
+	Announced int // valid announcements seen this round
+	Sampled   bool
+	Halted    string
+	Counters  Counters
+}
+
+// Status reports where the member is.
+func (m *Machine) Status() Status {
+	s := Status{Round: m.cur.round, Applied: m.st, Leader: m.Leader(), IsLeader: m.IsLeader(), Members: len(m.members),
+		Voters: len(m.p.Voters), Announced: len(m.cur.anns), Halted: m.halted, Counters: m.Counters}
+	s.Sampled = contains(m.Sample(m.cur.round), m.self.ID)
+	switch {
+	case m.halted != "":
+		s.Phase = "halted"
+	case m.Done():
+		s.Phase = "done"
+	case m.cur.aggregating || m.cur.proposed >= 0 || m.pending != nil:
+		s.Phase = "closing"
+	case s.Sampled && m.cur.trained && m.cur.own == nil && !m.cur.declined:
+		s.Phase = "training"
+	default:
+		s.Phase = "collecting"
+	}
+	return s
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -164,4 +165,27 @@ func (db *DB) Blobs() ([]Digest, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// OpenBlob opens a stored blob for reading and returns its size, for
+// serving it to other members without holding it in memory. The file was
+// verified when it was written (PutBlob hashes what it stores); a reader
+// that needs certainty verifies the digest of what it receives.
+func (db *DB) OpenBlob(d Digest) (io.ReadSeekCloser, int64, error) {
+	if err := db.check(); err != nil {
+		return nil, 0, err
+	}
+	f, err := os.Open(db.blobPath(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, fmt.Errorf("store: blob %x: %w", d, ErrNoBlob)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: blob %x: %w", d, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("store: blob %x: %w", d, err)
+	}
+	return f, st.Size(), nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -182,5 +183,30 @@ func TestKV(t *testing.T) {
 	}
 	if _, err := db.Get("peers", "a"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get after Delete: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestOpenBlob(t *testing.T) {
+	db, err := Open(t.TempDir(), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	data := []byte("an update's bytes")
+	d, err := db.PutBlob(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, n, err := db.OpenBlob(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || n != int64(len(data)) || string(got) != string(data) {
+		t.Fatalf("OpenBlob: %q, %d, %v", got, n, err)
+	}
+	if _, _, err := db.OpenBlob(Digest{1}); !errors.Is(err, ErrNoBlob) {
+		t.Fatalf("missing blob: %v", err)
 	}
 }
