@@ -714,3 +714,22 @@ func (n *Node) RoundMessages(ctx context.Context, r uint64) [][]byte {
 
 // Alarms returns the alarms raised so far (read on the loop).
 func (n *Node) Alarms() []string { return n.alarms }
+
+// ProposeAddMember proposes a signed AddMember request (safe from any
+// goroutine). It fails with round.ErrNotLeader on a member that does not
+// lead; every member validates the entry when it commits.
+func (n *Node) ProposeAddMember(ctx context.Context, req *round.AddMember) error {
+	ch := make(chan error, 1)
+	n.enqueue(func() { ch <- n.m.ProposeAddMember(req) })
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return errors.New("node: stopped")
+	}
+}
+
+// Consortium returns the consortium ID.
+func (n *Node) Consortium() [32]byte { return n.m.Params().Consortium }

@@ -21,25 +21,40 @@ const (
 )
 
 // AddMember is the request a membership entry carries: the new member's own
-// signed record and the signatures of a majority of current members.
+// signature (its record: it holds the key of the peer ID being added) and
+// the signatures of a majority of current members.
 type AddMember struct {
 	Member identity.PeerID `json:"member"`
-	Record *Message        `json:"record"`
 	Sigs   []*Message      `json:"sigs"`
 }
 
-// NewAddMember starts a request: the new member signs its own record.
-func NewAddMember(consortium [32]byte, newMember identity.Identity) *AddMember {
-	rec := &Message{Kind: KindJoin, Round: 1, Reason: newMember.ID.String()}
-	rec.Sign(consortium, newMember)
-	return &AddMember{Member: newMember.ID, Record: rec}
+// NewAddMember starts an unsigned request to add member.
+func NewAddMember(member identity.PeerID) *AddMember {
+	return &AddMember{Member: member}
 }
 
-// Sign adds a current member's signature to the request.
-func (a *AddMember) Sign(consortium [32]byte, member identity.Identity) {
-	s := &Message{Kind: KindAddMember, Round: 1, Reason: a.Member.String()}
-	s.Sign(consortium, member)
+// Sign adds a signature: the new member's own, or a current member's.
+// Signing twice replaces the earlier signature.
+func (a *AddMember) Sign(consortium [32]byte, signer identity.Identity) {
+	kind := KindAddMember
+	if identity.Compare(signer.ID, a.Member) == 0 {
+		kind = KindJoin
+	}
+	s := &Message{Kind: kind, Round: 1, Reason: a.Member.String()}
+	s.Sign(consortium, signer)
+	a.Sigs = slices.DeleteFunc(a.Sigs, func(x *Message) bool { return x != nil && identity.Compare(x.Author, signer.ID) == 0 })
 	a.Sigs = append(a.Sigs, s)
+}
+
+// Signers returns who signed, in signature order.
+func (a *AddMember) Signers() []identity.PeerID {
+	var ids []identity.PeerID
+	for _, s := range a.Sigs {
+		if s != nil {
+			ids = append(ids, s.Author)
+		}
+	}
+	return ids
 }
 
 // Encode returns the request's wire and log form.
@@ -100,8 +115,10 @@ func (m *Machine) validateAddMember(cc *pb.ConfChangeV2) (*AddMember, error) {
 			return nil, fmt.Errorf("add-member: raft node ID of %s collides with %s", a.Member.Short(), id.Short())
 		}
 	}
-	r := a.Record
-	if r == nil || r.Kind != KindJoin || r.Reason != a.Member.String() || identity.Compare(r.Author, a.Member) != 0 || r.Verify(m.p.Consortium) != nil {
+	if !slices.ContainsFunc(a.Sigs, func(r *Message) bool {
+		return r != nil && r.Kind == KindJoin && r.Reason == a.Member.String() && identity.Compare(r.Author, a.Member) == 0 &&
+			r.Verify(m.p.Consortium) == nil
+	}) {
 		return nil, errors.New("add-member: the new member's own record is missing or not signed by it")
 	}
 	signed := map[string]bool{}

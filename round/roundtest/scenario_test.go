@@ -261,8 +261,8 @@ func TestAddMemberWithMajority(t *testing.T) {
 		e := newEnv(t, Options{Members: 10, Voters: 5, Joiners: 1, MinParticipants: 5, Seed: seed})
 		g := genesis(10)
 		require.NoError(t, e.Run(3000, applied(e, 1, g...)))
-		req := round.NewAddMember(e.Params.Consortium, e.Members[10].ID)
-		for _, i := range []int{0, 2, 4, 6, 8, 9} {
+		req := round.NewAddMember(e.Members[10].ID.ID)
+		for _, i := range []int{10, 0, 2, 4, 6, 8, 9} {
 			req.Sign(e.Params.Consortium, e.Members[i].ID)
 		}
 		require.NoError(t, e.Run(3000, func() bool { return e.Leader() >= 0 }))
@@ -289,8 +289,8 @@ func TestAddMemberWithMinorityIsInvalid(t *testing.T) {
 		e := newEnv(t, Options{Members: 10, Voters: 5, Joiners: 1, MinParticipants: 5, Seed: seed})
 		g := genesis(10)
 		require.NoError(t, e.Run(3000, applied(e, 1, g...)))
-		req := round.NewAddMember(e.Params.Consortium, e.Members[10].ID)
-		for _, i := range []int{0, 1, 2, 3, 4} { // 5 of 10: not a majority
+		req := round.NewAddMember(e.Members[10].ID.ID)
+		for _, i := range []int{10, 0, 1, 2, 3, 4} { // the new member and 5 of 10: not a majority
 			req.Sign(e.Params.Consortium, e.Members[i].ID)
 		}
 		require.NoError(t, e.Run(3000, func() bool { return e.Leader() >= 0 }))
