@@ -1,0 +1,206 @@
+package nodeconfig
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/manifest"
+)
+
+func fixtures(t *testing.T, suffix string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "*"+suffix))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/*%s: %v", suffix, err)
+	}
+	for i, f := range files {
+		files[i] = filepath.Base(f)
+	}
+	return files
+}
+
+func TestGoodFixtures(t *testing.T) {
+	for _, name := range fixtures(t, ".good.yaml") {
+		t.Run(name, func(t *testing.T) {
+			c, err := Load(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Validate(); err != nil {
+				t.Errorf("Validate after Load: %v", err)
+			}
+			for _, p := range []string{c.IdentityKey, c.Manifest, c.Store} {
+				if !filepath.IsAbs(p) {
+					t.Errorf("path %q not resolved", p)
+				}
+			}
+			if len(c.ListenAddrs()) != len(c.Listen) || len(c.Peers()) != len(c.AddressBook) {
+				t.Errorf("listen or address book did not parse: %v %v", c.ListenAddrs(), c.Peers())
+			}
+		})
+	}
+}
+
+// badFixtures lists every testdata/*.bad.yaml and the strings its error must
+// contain.
+var badFixtures = []struct {
+	file string
+	errs []string
+}{
+	// The document.
+	{"empty.bad.yaml", []string{"empty.bad.yaml: empty, want a mapping"}},
+	{"comments_only.bad.yaml", []string{"comments_only.bad.yaml: empty, want a mapping"}},
+	{"top_level_list.bad.yaml", []string{"top_level_list.bad.yaml:1: the document is a list, want a mapping"}},
+	{"two_documents.bad.yaml", []string{"two_documents.bad.yaml:3: a second YAML document, want exactly one"}},
+	{"syntax_error.bad.yaml", []string{"did not find expected ',' or ']'"}}, // the line is package yaml's
+	{"alias.bad.yaml", []string{
+		"alias.bad.yaml:1: manifest: anchor &m: anchors are not supported",
+		"alias.bad.yaml:3: identity_key: alias *m: aliases are not supported",
+	}},
+
+	// Keys and types.
+	{"unknown_key.bad.yaml", []string{"unknown_key.bad.yaml:3: colour: unknown field, want one of identity_key, manifest, listen, address_book"}},
+	{"unknown_key_nested.bad.yaml", []string{"unknown_key_nested.bad.yaml:5: data.clients: unknown field, want one of dataset, dir, partition, members, index, seed, alpha, shards"}},
+	{"duplicate_key.bad.yaml", []string{"duplicate_key.bad.yaml:3: manifest: duplicate key, first at line 1"}},
+	{"listen_not_list.bad.yaml", []string{`listen_not_list.bad.yaml:2: listen: got !!str "/ip4/127.0.0.1/tcp/4001", want a list`}},
+	{"manifest_not_string.bad.yaml", []string{"manifest_not_string.bad.yaml:1: manifest: got a list, want a string"}},
+	{"data_not_mapping.bad.yaml", []string{`data_not_mapping.bad.yaml:3: data: got !!str "mnist", want a mapping`}},
+	{"http_public_not_bool.bad.yaml", []string{`http_public_not_bool.bad.yaml:3: http_public: got !!str "maybe", want true or false`}},
+	{"members_float.bad.yaml", []string{`members_float.bad.yaml:4: data.members: got !!float "2.5", want an integer`}},
+	{"seed_negative.bad.yaml", []string{`seed_negative.bad.yaml:4: data.seed: got !!int "-1", want a non-negative integer`}},
+
+	// Required fields.
+	{"manifest_missing.bad.yaml", []string{"manifest_missing.bad.yaml: manifest: required"}},
+	{"listen_missing.bad.yaml", []string{"listen_missing.bad.yaml: listen: required: at least one multiaddr"}},
+
+	// Addresses.
+	{"listen_garbage.bad.yaml", []string{`listen_garbage.bad.yaml:4: listen[1]: "127.0.0.1:4001" is not a multiaddr`}},
+	{"listen_no_transport.bad.yaml", []string{"listen_no_transport.bad.yaml:2: listen[0]: /ip4/127.0.0.1/udp/4001 has neither /tcp nor /udp/.../quic-v1"}},
+	{"listen_with_peer.bad.yaml", []string{"listen_with_peer.bad.yaml:2: listen[0]: /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW"}},
+	{"psk_quic.bad.yaml", []string{"psk_quic.bad.yaml:5: listen[1]: /ip4/0.0.0.0/udp/4001/quic-v1 is QUIC, but with psk_file set the node speaks TCP only"}},
+	{"address_no_peer.bad.yaml", []string{"address_no_peer.bad.yaml:4: address_book[0]: /ip4/127.0.0.1/tcp/4002 does not end in /p2p/<peer ID>"}},
+	{"address_bad_peer.bad.yaml", []string{"address_bad_peer.bad.yaml:4: address_book[0]: ", "not an Ed25519 peer ID"}},
+	{"address_duplicate.bad.yaml", []string{"address_duplicate.bad.yaml:5: address_book[1]: ", "duplicates address_book[0]"}},
+	{"http_public_addr.bad.yaml", []string{"http_public_addr.bad.yaml:3: http: 0.0.0.0:9464 is not a loopback address", "set http_public: true"}},
+	{"http_no_host.bad.yaml", []string{"http_no_host.bad.yaml:3: http: :9464 (every interface) is not a loopback address"}},
+	{"http_no_port.bad.yaml", []string{`http_no_port.bad.yaml:3: http: "127.0.0.1", want host:port`}},
+
+	// Values.
+	{"log_level.bad.yaml", []string{`log_level.bad.yaml:3: log_level: "verbose" unknown, want one of debug, info, warn, error`}},
+	{"dataset.bad.yaml", []string{`dataset.bad.yaml:4: data.dataset: "cifar10" unknown, want one of mnist, fashion-mnist`}},
+	{"partition.bad.yaml", []string{`partition.bad.yaml:4: data.partition: "random" unknown, want one of iid, shards, dirichlet`}},
+	{"index_out_of_range.bad.yaml", []string{"index_out_of_range.bad.yaml:5: data.index: 3, want 0..2"}},
+	{"members_zero.bad.yaml", []string{"members_zero.bad.yaml:4: data.members: 0, want >= 1"}},
+	{"alpha_zero.bad.yaml", []string{"alpha_zero.bad.yaml:5: data.alpha: 0, want > 0 for partition dirichlet"}},
+	{"shards_zero.bad.yaml", []string{"shards_zero.bad.yaml:5: data.shards: 0, want >= 1 for partition shards"}},
+	{"max_examples_negative.bad.yaml", []string{"max_examples_negative.bad.yaml:3: max_examples: -5, want >= 0"}},
+
+	// Every problem at once.
+	{"several.bad.yaml", []string{
+		"several.bad.yaml: manifest: required",
+		`several.bad.yaml:2: log_level: "loud" unknown`,
+		"several.bad.yaml:3: max_examples: -1, want >= 0",
+	}},
+}
+
+func TestBadFixtures(t *testing.T) {
+	listed := map[string]bool{}
+	for _, tc := range badFixtures {
+		listed[tc.file] = true
+		t.Run(tc.file, func(t *testing.T) {
+			_, err := Load(filepath.Join("testdata", tc.file))
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not match ErrInvalid: %v", err)
+			}
+			for _, want := range tc.errs {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error\n  %v\ndoes not contain\n  %s", err, want)
+				}
+			}
+		})
+	}
+	for _, f := range fixtures(t, ".bad.yaml") {
+		if !listed[f] {
+			t.Errorf("testdata/%s has no entry in badFixtures", f)
+		}
+	}
+}
+
+func TestDefaultsAndPaths(t *testing.T) {
+	c, err := Load(filepath.Join("testdata", "minimal.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := filepath.Abs("testdata")
+	want := Default()
+	if c.IdentityKey != filepath.Join(dir, DefaultIdentityKey) || c.Store != filepath.Join(dir, DefaultStore) ||
+		c.Manifest != filepath.Join(dir, "consortium.yaml") {
+		t.Errorf("paths not resolved against %s: %+v", dir, c)
+	}
+	if c.HTTP != want.HTTP || c.LogLevel != want.LogLevel || c.Data != want.Data || c.PSKFile != "" || c.Data.Dir != "" {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if c.Path != filepath.Join(dir, "minimal.good.yaml") {
+		t.Errorf("Path %q", c.Path)
+	}
+
+	f, err := Load(filepath.Join("testdata", "full.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.IdentityKey != filepath.Join(dir, "keys", "lab-a.key") || f.Manifest != filepath.Join(filepath.Dir(dir), "consortium.yaml") ||
+		f.Store != "/var/lib/globalbrain" || f.Data.Dir != filepath.Join(dir, "data") {
+		t.Errorf("paths: %+v", f)
+	}
+	wantData := Data{Dataset: "fashion-mnist", Dir: filepath.Join(dir, "data"), Partition: "dirichlet", Members: 3, Index: 2, Seed: 7, Alpha: 0.3, Shards: 2}
+	if f.Data != wantData || f.MaxExamples != 15000 || f.LogLevel != "debug" || len(f.Listen) != 2 {
+		t.Errorf("values: %+v", f)
+	}
+	ps := f.Peers()
+	if len(ps) != 2 || ps[0].ID.String() != "12D3KooWKmB3P7NH2EQdX7poyyYSDsyaaPCNwpEdNGbQMnhpeoXu" || ps[0].Addr.String() != "/ip4/10.0.0.2/tcp/4001" {
+		t.Errorf("peers: %v", ps)
+	}
+}
+
+func TestCheckManifest(t *testing.T) {
+	var ids []identity.PeerID
+	for i := range 3 {
+		ids = append(ids, identity.Derive(1, i).ID)
+	}
+	m := manifest.Example(ids) // 2NN on 28x28x1, 10 classes, cap 60000
+	c := Default()
+	if err := c.CheckManifest(m); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ExampleCap(m); got != 60000 {
+		t.Errorf("ExampleCap %d, want the manifest's 60000", got)
+	}
+	c.MaxExamples = 1000
+	if got := c.ExampleCap(m); got != 1000 {
+		t.Errorf("ExampleCap %d, want 1000", got)
+	}
+	c.MaxExamples = 70000
+	err := c.CheckManifest(m)
+	if !errors.Is(err, ErrManifestMismatch) || !strings.Contains(err.Error(), "max_examples 70000 is above the manifest's max_examples_per_member 60000") {
+		t.Errorf("cap above the manifest's: %v", err)
+	}
+	c.MaxExamples = 0
+	m.Model.Height, m.Model.Width, m.Model.Channels = 32, 32, 3
+	if err := c.CheckManifest(m); err == nil || !strings.Contains(err.Error(), "the manifest's model 32x32x3") {
+		t.Errorf("shape mismatch: %v", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "node.yaml"))
+	if !errors.Is(err, os.ErrNotExist) || errors.Is(err, ErrInvalid) {
+		t.Errorf("missing file: %v", err)
+	}
+}

@@ -1,0 +1,40 @@
+// Package nodeconfig owns a node's own configuration: the YAML file an
+// institution writes for its node (node.yaml), as opposed to the genesis
+// manifest the whole consortium shares.
+//
+// The file names the node's identity key, the consortium's manifest, the
+// addresses the node listens on and the address book of the other members,
+// the store directory, the local HTTP API's address, an optional pre-shared
+// key, the log level, and the local data the built-in trainer uses. Nothing
+// in it changes the consortium ID: two members may keep their files in any
+// layout, with any addresses.
+//
+//	identity_key: identity.key          # default, next to node.yaml
+//	manifest: ../consortium.yaml
+//	listen: [/ip4/0.0.0.0/tcp/4001]
+//	address_book:
+//	  - /ip4/10.0.0.2/tcp/4001/p2p/12D3KooW...
+//	store: store                        # default
+//	http: 127.0.0.1:9464                # default; loopback unless http_public
+//	psk_file: swarm.key                 # optional; TCP only
+//	log_level: info                     # debug, info, warn or error
+//	data:
+//	  dataset: mnist                    # or fashion-mnist
+//	  partition: iid                    # iid, shards or dirichlet
+//	  members: 3                        # the training set split in 3 ...
+//	  index: 0                          # ... and this node trains on part 0
+//	max_examples: 0                     # 0: the manifest's cap
+//
+// Load reads a file strictly: unknown keys, duplicate keys, aliases, values
+// of the wrong type and several documents are rejected, omitted fields take
+// the defaults of Default (applied in UnmarshalYAML), and the result is
+// checked by Validate. Every problem is a *FieldError that names the file,
+// the line where it is known and the field in YAML's dotted form
+// ("node.yaml:7: http: 0.0.0.0:9464 is not a loopback address ..."); all
+// problems are reported at once, joined with errors.Join, and each matches
+// ErrInvalid under errors.Is. Relative paths (identity_key, manifest, store,
+// psk_file, data.dir) are resolved against the directory of the file.
+//
+// Checks that need the manifest (the data set's shape against the model, the
+// example cap against the manifest's) are in CheckManifest.
+package nodeconfig
