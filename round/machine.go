@@ -127,9 +127,10 @@ type roundState struct {
 	ticks       int             // leader ticks since the round (or leadership) began
 	proposed    int             // ticks at the last proposal; -1: none
 	aggregating bool
-	trained     bool       // own training handed out
-	own         *Message   // own announcement, re-gossiped every deadline/4
-	myHaves     []*Message // own Haves, re-gossiped with it
+	trained     bool              // own training handed out
+	own         *Message          // own announcement, re-gossiped every deadline/4
+	myHaves     []*Message        // own Haves, re-gossiped with it
+	sample      []identity.PeerID // sample(round) over the membership at the round's start
 	declined    bool
 }
 
@@ -287,6 +288,9 @@ func (m *Machine) Campaign() error { return m.rn.Campaign() }
 
 // Sample returns sample(r) over the genesis membership, over-selection included.
 func (m *Machine) Sample(r uint64) []identity.PeerID {
+	if r == m.cur.round && m.cur.sample != nil {
+		return m.cur.sample
+	}
 	ms := m.roundMembers
 	return Sample(m.p.Consortium[:], r, ms, m.p.Target(len(ms))+m.p.OverSelect)
 }
@@ -301,6 +305,7 @@ func (m *Machine) startRound() {
 	m.cur = roundState{round: r, anns: map[string]*Message{}, haves: map[Digest]map[string]bool{},
 		declines: map[string]bool{}, fetching: map[Digest]bool{}, have: map[Digest]bool{}, proposed: -1}
 	m.roundMembers = slices.Clone(m.members)
+	m.cur.sample = m.Sample(r)
 	m.idleTicks, m.stalls = 0, 0
 	for old := range m.attests {
 		if old+uint64(2*m.p.RetainRounds+16) < r {
@@ -399,8 +404,8 @@ func (m *Machine) step(msg *Message) error {
 		return fmt.Errorf("%w: round %d, applied %d", ErrStale, msg.Round, m.st.Round)
 	}
 	author := string(msg.Author)
-	if _, voter := m.voters[RaftID(msg.Author)]; msg.Kind == KindAttest && !voter {
-		return nil // only voters' attestations count
+	if _, voter := m.voters[RaftID(msg.Author)]; (msg.Kind == KindAttest || msg.Kind == KindHave) && !voter {
+		return nil // only voters' attestations and Haves count: no need to verify the rest
 	}
 	if !m.seen(msg) {
 		if err := msg.Verify(m.p.Consortium); err != nil {
@@ -716,7 +721,10 @@ func (m *Machine) nextApply() *ApplyTask {
 		switch {
 		case errors.Is(err, ErrStale):
 			if ent.GetIndex() <= m.st.Index {
-				m.roundMembers = slices.Clone(m.members) // replaying: a round boundary
+				// Replaying: a round boundary.
+				m.roundMembers = slices.Clone(m.members)
+				m.cur.sample = nil
+				m.cur.sample = m.Sample(m.cur.round)
 			} else {
 				m.Counters.StaleEntries++
 			}
