@@ -1,0 +1,175 @@
+package node
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/store"
+)
+
+type fixedTrainer struct{ scale float32 }
+
+func (f fixedTrainer) Train(_ context.Context, r uint64, g *fedavg.Global, _ fedavg.TrainConfig) ([]float32, int64, error) {
+	d := make([]float32, len(g.Weights))
+	for i := range d {
+		d[i] = f.scale * float32(r) * 1e-4
+	}
+	return d, 100, nil
+}
+
+type testNet struct {
+	nodes []*Node
+	ids   []identity.Identity
+	net   *MemNet
+	man   *manifest.Manifest
+}
+
+func newTestNet(t *testing.T, n int) *testNet {
+	t.Helper()
+	tn := &testNet{net: NewMemNet(1)}
+	var pids []identity.PeerID
+	for i := range n {
+		tn.ids = append(tn.ids, identity.Derive(42, i))
+		pids = append(pids, tn.ids[i].ID)
+	}
+	tn.man = manifest.Example(pids)
+	tn.man.Model.Arch = "logreg"
+	tn.man.Training.Rounds = 2
+	tn.man.Round.Deadline = manifest.Duration(2 * time.Second)
+	require.NoError(t, tn.man.Validate())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i, id := range tn.ids {
+		db, err := store.Open(t.TempDir(), store.Options{NoSync: true})
+		require.NoError(t, err)
+		t.Cleanup(func() { db.Close() })
+		h := &lateHandler{}
+		conn := tn.net.Join(id.ID, h, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
+		nd, err := New(Config{Identity: id, Manifest: tn.man, Store: db, Network: conn, Trainer: fixedTrainer{scale: float32(i + 1)}})
+		require.NoError(t, err)
+		h.n.Store(nd)
+		tn.nodes = append(tn.nodes, nd)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = nd.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	return tn
+}
+
+type lateHandler struct{ n atomic.Pointer[Node] }
+
+func (h *lateHandler) HandleGossip(from identity.PeerID, b []byte) {
+	if n := h.n.Load(); n != nil {
+		n.HandleGossip(from, b)
+	}
+}
+func (h *lateHandler) HandleRaft(from identity.PeerID, b []byte) {
+	if n := h.n.Load(); n != nil {
+		n.HandleRaft(from, b)
+	}
+}
+
+// run ticks every node until cond holds.
+func (tn *testNet) run(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		require.True(t, time.Now().Before(deadline), "condition not reached")
+		for _, n := range tn.nodes {
+			n.Tick()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestNodesAgreeOverMemNet(t *testing.T) {
+	tn := newTestNet(t, 3)
+	tn.run(t, func() bool {
+		for _, n := range tn.nodes {
+			if n.Status().Applied < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	s0 := tn.nodes[0].Status()
+	require.Equal(t, "done", s0.Phase)
+	for _, n := range tn.nodes[1:] {
+		require.Equal(t, s0.Model, n.Status().Model)
+	}
+	var d [32]byte
+	copy(d[:], mustHex(t, s0.Model))
+	require.True(t, tn.nodes[1].Servable(d), "an applied model is servable")
+	require.False(t, tn.nodes[1].Servable([32]byte{1}), "an unnamed digest is not")
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	t.Helper()
+	b := make([]byte, len(s)/2)
+	for i := range b {
+		var v byte
+		for _, c := range s[2*i : 2*i+2] {
+			v <<= 4
+			switch {
+			case c >= '0' && c <= '9':
+				v |= byte(c - '0')
+			case c >= 'a' && c <= 'f':
+				v |= byte(c-'a') + 10
+			}
+		}
+		b[i] = v
+	}
+	return b
+}
+
+func TestCheckGossip(t *testing.T) {
+	tn := newTestNet(t, 3)
+	n := tn.nodes[0]
+	cid := n.Consortium()
+	sign := func(id identity.Identity, r uint64) []byte {
+		m := &round.Message{Kind: round.KindHave, Round: r, Digest: round.Digest{7}}
+		m.Sign(cid, id)
+		return m.Encode()
+	}
+	a, b := tn.ids[1], tn.ids[2]
+	outsider := identity.Derive(99, 0)
+	for _, tc := range []struct {
+		name    string
+		author  identity.PeerID
+		msg     []byte
+		verdict int
+		reason  string
+	}{
+		{"valid", a.ID, sign(a, 1), GossipAccept, ""},
+		{"malformed", a.ID, []byte("{not json"), GossipReject, "malformed"},
+		{"author mismatch", a.ID, sign(b, 1), GossipReject, "author_mismatch"},
+		{"not a member", outsider.ID, sign(outsider, 1), GossipReject, "not_member"},
+		{"out of window", a.ID, sign(a, 9), GossipIgnore, "stale"},
+		{"forged signature", a.ID, func() []byte {
+			m := &round.Message{Kind: round.KindHave, Round: 1, Digest: round.Digest{7}}
+			m.Sign(cid, b)
+			m.Author = a.ID // re-signed claim: a's name, b's signature
+			return m.Encode()
+		}(), GossipReject, "bad_signature"},
+	} {
+		v, reason := n.CheckGossip(tc.author, tc.msg)
+		require.Equal(t, tc.verdict, v, tc.name)
+		require.Equal(t, tc.reason, reason, tc.name)
+	}
+}
+
+func TestHandleRaftFromWrongSenderIsDropped(t *testing.T) {
+	tn := newTestNet(t, 3)
+	before := tn.nodes[0].Busy()
+	// A Raft message whose From is member 1 but arriving from member 2.
+	tn.nodes[0].HandleRaft(tn.ids[2].ID, []byte{0x18, 0x01})
+	require.Equal(t, before, tn.nodes[0].Busy(), "dropped before reaching the loop")
+}
