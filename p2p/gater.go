@@ -1,0 +1,112 @@
+package p2p
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/globalbrain/globalbrain/identity"
+)
+
+// Reasons the gater counts under "gater/...".
+const (
+	// ReasonDialNotMember counts dials to a peer that is not a member,
+	// refused before any packet is sent.
+	ReasonDialNotMember = "dial_not_member"
+)
+
+// gaterLogEvery limits the refusal log to one line per peer per interval: a
+// stranger that redials in a loop must not flood the log.
+const gaterLogEvery = time.Minute
+
+// members answers "is p a member" from Config.Members, read afresh on every
+// call: membership changes as the log applies, and the list is short.
+type members func() []identity.PeerID
+
+func (m members) has(p peer.ID) bool {
+	for _, id := range m() {
+		if string(id) == string(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// gater is an allow-list connection gater: only members connect, in either
+// direction. The libp2p bundled gater (conngater) is a block-list, the
+// opposite of what a consortium needs.
+//
+// Outbound, InterceptPeerDial refuses before dialling. Inbound, the peer ID
+// is known only once the security handshake has authenticated it, so
+// InterceptAccept admits every connection and InterceptSecured decides; the
+// stranger's own Connect may then return nil, but neither side keeps the
+// connection.
+type gater struct {
+	isMember members
+	stats    *Stats
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	logged map[peer.ID]time.Time // last refusal logged per peer
+}
+
+var _ connmgr.ConnectionGater = (*gater)(nil)
+
+func newGater(isMember members, stats *Stats, log *slog.Logger) *gater {
+	return &gater{isMember: isMember, stats: stats, log: log, logged: map[peer.ID]time.Time{}}
+}
+
+// InterceptPeerDial refuses to dial a peer that is not a member.
+func (g *gater) InterceptPeerDial(p peer.ID) bool {
+	if g.isMember.has(p) {
+		return true
+	}
+	g.refuse(p, network.DirOutbound, ReasonDialNotMember)
+	return false
+}
+
+// InterceptAddrDial admits every address of a peer InterceptPeerDial admitted.
+func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
+
+// InterceptAccept admits every inbound connection: the remote peer is not
+// authenticated yet (InterceptSecured decides).
+func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+// InterceptSecured admits a connection, in either direction, only if the
+// authenticated remote peer is a member.
+func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, addrs network.ConnMultiaddrs) bool {
+	if g.isMember.has(p) {
+		return true
+	}
+	g.refuse(p, dir, ReasonNotMember, "remote", addrs.RemoteMultiaddr())
+	return false
+}
+
+// InterceptUpgraded admits every connection InterceptSecured admitted.
+func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// refuse counts a refusal and logs it, at most once per peer per
+// gaterLogEvery.
+func (g *gater) refuse(p peer.ID, dir network.Direction, reason string, attrs ...any) {
+	g.stats.Inc("gater", reason)
+	now := time.Now()
+	g.mu.Lock()
+	last, seen := g.logged[p]
+	log := !seen || now.Sub(last) >= gaterLogEvery
+	if log {
+		if len(g.logged) >= 1024 { // bounded: forget everyone rather than grow
+			clear(g.logged)
+		}
+		g.logged[p] = now
+	}
+	g.mu.Unlock()
+	if log {
+		g.log.Warn("connection refused: not a member", append([]any{"peer", p.String(), "direction", dir.String(), "reason", reason}, attrs...)...)
+	}
+}
