@@ -47,30 +47,56 @@ func (m *memSource) servable(d [32]byte) bool {
 	return ok && !m.deny
 }
 
+// memReader counts a transfer as active from its open until the server has
+// read the last byte (or closed it), which happens before the client can
+// finish its fetch.
 type memReader struct {
 	io.ReadSeeker
-	m *memSource
+	m         *memSource
+	pos, size int64
+	ended     bool
 }
 
-func (r memReader) Close() error { r.m.active.Add(-1); return nil }
+func (r *memReader) end() {
+	if !r.ended {
+		r.ended = true
+		r.m.active.Add(-1)
+	}
+}
+
+func (r *memReader) Read(p []byte) (int, error) {
+	n, err := r.ReadSeeker.Read(p)
+	r.pos += int64(n)
+	if r.pos >= r.size {
+		r.end()
+	}
+	return n, err
+}
+
+func (r *memReader) Seek(off int64, whence int) (int64, error) {
+	pos, err := r.ReadSeeker.Seek(off, whence)
+	r.pos = pos
+	return pos, err
+}
+
+func (r *memReader) Close() error { r.end(); return nil }
 
 func (m *memSource) OpenBlob(d [32]byte) (io.ReadSeekCloser, int64, error) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	b, ok := m.blobs[d]
 	m.opens++
-	n := m.opens
-	m.mu.Unlock()
 	if !ok {
 		return nil, 0, errors.New("no such blob")
 	}
 	var r io.ReadSeeker = bytes.NewReader(b)
 	if m.wrap != nil {
-		r = m.wrap(n, r)
+		r = m.wrap(m.opens, r)
 	}
-	if a := m.active.Add(1); a > m.peak.Load() {
+	if a := m.active.Add(1); a > m.peak.Load() { // increments are serialized by m.mu
 		m.peak.Store(a)
 	}
-	return memReader{r, m}, int64(len(b)), nil
+	return &memReader{ReadSeeker: r, m: m, size: int64(len(b))}, int64(len(b)), nil
 }
 
 func randBytes(t testing.TB, n int) []byte {

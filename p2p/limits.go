@@ -282,15 +282,14 @@ func (g *guard) release(s network.Stream) {
 
 // refuse resets s and counts reason.
 func (g *guard) refuse(s network.Stream, reason string) {
-	_ = s.Reset()
 	g.stats.Inc(g.name, reason)
+	_ = s.Reset()
 	g.log.Debug("stream refused", "protocol", g.name, "peer", s.Conn().RemotePeer(), "reason", reason)
 }
 
 // fail resets s after an error while serving it and counts the reason:
 // timeout, frame_too_large, or the given fallback.
 func (g *guard) fail(s network.Stream, err error, fallback string) {
-	_ = s.Reset()
 	reason := fallback
 	switch {
 	case isTimeout(err):
@@ -299,6 +298,7 @@ func (g *guard) fail(s network.Stream, err error, fallback string) {
 		reason = ReasonFrameTooLarge
 	}
 	g.stats.Inc(g.name, reason)
+	_ = s.Reset()
 	g.log.Debug("stream cut", "protocol", g.name, "peer", s.Conn().RemotePeer(), "reason", reason, "err", err)
 }
 

@@ -1,0 +1,269 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// raftName is the protocol name under which RaftService counts in Stats.
+const raftName = "raft"
+
+// raftQueueLen is the number of messages queued per destination peer.
+const raftQueueLen = 256
+
+// ErrQueueFull reports a message dropped because its peer's queue was full.
+var ErrQueueFull = errors.New("p2p: send queue full, message dropped")
+
+// ErrClosed reports a call on a closed service.
+var ErrClosed = errors.New("p2p: service closed")
+
+// RaftService carries encoded Raft messages, one frame each, over one
+// protocol: one long-lived outbound stream per peer, fed by a bounded queue.
+// It counts under the protocol name "raft" in Stats. The inbound rate limit
+// applies to stream openings, not to messages.
+type RaftService struct {
+	h        host.Host
+	id       protocol.ID
+	isMember func(peer.ID) bool
+	deliver  func(from peer.ID, msg []byte)
+	lim      Limits
+	stats    *Stats
+	log      *slog.Logger
+	g        *guard
+	ctx      context.Context
+	cancel   context.CancelFunc
+
+	mu      sync.Mutex
+	out     map[peer.ID]chan []byte
+	closed  bool
+	writers sync.WaitGroup
+}
+
+// NewRaftService registers the Raft protocol id on h. Messages from members
+// are passed to deliver in the order each peer sent them; deliver runs on the
+// stream's goroutine and should not block for long.
+func NewRaftService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, deliver func(from peer.ID, msg []byte), lim Limits, stats *Stats, log *slog.Logger) *RaftService {
+	lim = lim.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if stats == nil {
+		stats = new(Stats)
+	}
+	if isMember == nil {
+		isMember = func(peer.ID) bool { return false }
+	}
+	if deliver == nil {
+		deliver = func(peer.ID, []byte) {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &RaftService{
+		h: h, id: id, isMember: isMember, deliver: deliver,
+		lim: lim, stats: stats, log: log,
+		g:   newGuard(raftName, isMember, lim, stats, log),
+		ctx: ctx, cancel: cancel,
+		out: make(map[peer.ID]chan []byte),
+	}
+	h.SetStreamHandler(id, r.handle)
+	return r
+}
+
+// Send queues msg for peer to. The slice is copied. When the peer's queue
+// (256 messages) is full the message is dropped, counted as queue_full and
+// ErrQueueFull returned: Raft retransmits. Send never waits on the network.
+func (r *RaftService) Send(to peer.ID, msg []byte) error {
+	if len(msg) > r.lim.MaxFrame {
+		r.stats.Inc(raftName, ReasonFrameTooLarge)
+		return frameTooLarge(uint64(len(msg)), int64(r.lim.MaxFrame))
+	}
+	frame := appendFrame(make([]byte, 0, frameHeaderLen+len(msg)), msg)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	q := r.out[to]
+	if q == nil {
+		q = make(chan []byte, raftQueueLen)
+		r.out[to] = q
+		r.writers.Add(1)
+		go r.writer(to, q)
+	}
+	select {
+	case q <- frame:
+		r.mu.Unlock()
+		return nil
+	default:
+		r.mu.Unlock()
+		r.stats.Inc(raftName, ReasonQueueFull)
+		return ErrQueueFull
+	}
+}
+
+// Close stops the writers, removes the handler and cuts the inbound streams.
+// Queued messages are dropped.
+func (r *RaftService) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.h.RemoveStreamHandler(r.id)
+	r.cancel()
+	r.writers.Wait()
+	r.g.close()
+	return nil
+}
+
+// writer owns the outbound stream to one peer. It exits, closing the stream,
+// after IdleTimeout/2 without messages, so the receiver's idle cut never hits
+// a healthy stream.
+func (r *RaftService) writer(to peer.ID, q chan []byte) {
+	defer r.writers.Done()
+	c := &raftOut{}
+	stop := context.AfterFunc(r.ctx, c.reset) // unblocks a Write stuck on flow control
+	defer stop()
+	defer c.close()
+	idle := max(r.lim.IdleTimeout/2, time.Millisecond)
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+			r.mu.Lock()
+			if len(q) == 0 {
+				delete(r.out, to)
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
+			t.Reset(idle)
+		case frame := <-q:
+			r.write(to, c, frame)
+			t.Reset(idle)
+		}
+	}
+}
+
+// raftOut holds a writer's current stream so Close can reset it.
+type raftOut struct {
+	mu sync.Mutex
+	s  network.Stream
+}
+
+func (c *raftOut) get() network.Stream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.s
+}
+
+func (c *raftOut) set(s network.Stream) {
+	c.mu.Lock()
+	c.s = s
+	c.mu.Unlock()
+}
+
+func (c *raftOut) reset() {
+	c.mu.Lock()
+	if c.s != nil {
+		_ = c.s.Reset()
+	}
+	c.mu.Unlock()
+}
+
+func (c *raftOut) close() {
+	c.mu.Lock()
+	if c.s != nil {
+		_ = c.s.Close()
+		c.s = nil
+	}
+	c.mu.Unlock()
+}
+
+// write sends one frame on the writer's stream, opening one when there is
+// none and retrying once on a fresh stream when an existing one has broken.
+func (r *RaftService) write(to peer.ID, c *raftOut, frame []byte) {
+	for attempt := 0; attempt < 2; attempt++ {
+		s := c.get()
+		fresh := s == nil
+		if fresh {
+			ctx, cancel := context.WithTimeout(r.ctx, r.lim.ReadTimeout)
+			var err error
+			s, err = r.h.NewStream(ctx, to, r.id)
+			cancel()
+			if err != nil {
+				r.stats.Inc(raftName, ReasonStreamError)
+				r.log.Debug("raft stream open failed", "peer", to, "err", err)
+				return
+			}
+			c.set(s)
+			if r.ctx.Err() != nil {
+				c.reset()
+				return
+			}
+		}
+		_ = s.SetWriteDeadline(time.Now().Add(r.lim.ReadTimeout + transferTime(int64(len(frame)), r.lim.MinRate)))
+		_, err := s.Write(frame)
+		if err == nil {
+			r.stats.AddBytes(0, int64(len(frame)-frameHeaderLen))
+			return
+		}
+		c.reset()
+		c.set(nil)
+		if isTimeout(err) {
+			r.stats.Inc(raftName, ReasonTimeout)
+		} else {
+			r.stats.Inc(raftName, ReasonStreamError)
+		}
+		r.log.Debug("raft send failed", "peer", to, "err", err)
+		if fresh || r.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// handle reads frames from one inbound stream and delivers them in order.
+func (r *RaftService) handle(s network.Stream) {
+	if !r.g.admit(s) {
+		return
+	}
+	defer r.g.release(s)
+	from := s.Conn().RemotePeer()
+	for {
+		_ = s.SetReadDeadline(time.Now().Add(r.lim.IdleTimeout))
+		n, err := readFrameHeader(s, r.lim.MaxFrame)
+		if err == io.EOF {
+			_ = s.Close()
+			return
+		}
+		if err != nil {
+			r.g.fail(s, err, ReasonStreamError)
+			return
+		}
+		_ = s.SetReadDeadline(time.Now().Add(r.lim.ReadTimeout + transferTime(int64(n), r.lim.MinRate)))
+		msg := make([]byte, n)
+		if _, err := io.ReadFull(s, msg); err != nil {
+			r.g.fail(s, err, ReasonStreamError)
+			return
+		}
+		if !r.isMember(from) { // membership can change while a stream lives
+			r.g.refuse(s, ReasonNotMember)
+			return
+		}
+		r.stats.AddBytes(int64(n), 0)
+		r.deliver(from, msg)
+	}
+}
