@@ -16,6 +16,11 @@ import (
 const usage = `globalbrain: a node for decentralized federated learning
 
 Usage:
+  globalbrain init --dir DIR     create an identity key and a node config; print the peer ID
+  globalbrain run --config FILE  run a member's node until SIGINT or SIGTERM
+  globalbrain status             summarise a running node (its local /status)
+  globalbrain member add|sign|submit
+                                 add a member: write, sign and submit the request
   globalbrain simulate [flags]   simulate a consortium in one process (see -h)
   globalbrain bench [flags]      measure aggregation and training speed
   globalbrain version            print the version
@@ -45,6 +50,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("no command given")
 	}
 	switch args[0] {
+	case "init":
+		return initNode(ctx, args[1:], stdout, stderr)
+	case "run":
+		return runNode(ctx, args[1:], stdout, stderr)
+	case "status":
+		return status(ctx, args[1:], stdout, stderr)
+	case "member":
+		return member(ctx, args[1:], stdout, stderr)
 	case "simulate":
 		return simulate(ctx, args[1:], stdout, stderr)
 	case "bench":

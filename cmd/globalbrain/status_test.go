@@ -1,0 +1,80 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/globalbrain/globalbrain/api"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/node"
+	"github.com/globalbrain/globalbrain/round"
+)
+
+func TestStatusCommand(t *testing.T) {
+	ids := []identity.PeerID{identity.Derive(3, 0).ID, identity.Derive(3, 1).ID, identity.Derive(3, 2).ID}
+	srv := httptest.NewServer(api.New(api.Source{
+		Status: func() node.Status {
+			return node.Status{Peer: ids[0].String(), Round: 5, Phase: "collecting", Applied: 4, Model: "9f86d081884c7d65",
+				Members: 3, Alarms: []string{"round 3: invalid entry at index 12: bad digest"}, Counters: round.Counters{InvalidEntries: 1}}
+		},
+		Members:   func() []identity.PeerID { return ids },
+		Connected: func(id identity.PeerID) bool { return identity.Compare(id, ids[1]) == 0 },
+		Leader:    func() identity.PeerID { return ids[1] },
+		Accuracy:  func() *api.Accuracy { return &api.Accuracy{Round: 4, Accuracy: 0.9123, Loss: 0.31, Examples: 10000} },
+	}, prometheus.NewRegistry(), nil))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	out, err := cli(t, "status", "--http", addr)
+	require.NoError(t, err, out)
+	for _, want := range []string{
+		"peer      " + ids[0].String() + " (member)",
+		"round     5, phase collecting",
+		"applied   round 4, model 9f86d081884c7d65",
+		"leader    " + ids[1].String(),
+		"accuracy  0.9123 (loss 0.3100) of round 4's model on 10000 test examples",
+		"members   3, 1 of 2 others connected",
+		ids[0].String() + "  this node",
+		ids[1].String() + "  connected",
+		ids[2].String() + "  not connected",
+		"invalid entries 1",
+		"alarms    1",
+		"round 3: invalid entry at index 12: bad digest",
+	} {
+		require.Contains(t, out, want)
+	}
+
+	out, err = cli(t, "status", "--http", addr, "--json")
+	require.NoError(t, err)
+	var st api.Status
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Equal(t, uint64(5), st.Round)
+
+	// --config asks the config's http address.
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "node.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("manifest: m.yaml\nlisten: [/ip4/127.0.0.1/tcp/0]\nhttp: "+addr+"\n"), 0o644))
+	out, err = cli(t, "status", "--config", cfg)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "round     5, phase collecting")
+}
+
+func TestStatusUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, err = cli(t, "status", "--http", addr)
+	require.ErrorContains(t, err, "cannot reach the node's API at http://"+addr+"/status (is `globalbrain run` running")
+
+	_, err = cli(t, "status", "--http", addr, "--config", "node.yaml")
+	require.ErrorContains(t, err, "not both")
+}
