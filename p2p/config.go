@@ -51,8 +51,10 @@ func (v Verdict) String() string {
 }
 
 // Handler receives what other members send. Its methods are called from the
-// host's goroutines and must not block for long: a slow handler makes the
-// host drop gossip (counted "gossip/undeliverable").
+// host's goroutines, concurrently (HandleRaft from one goroutine per sending
+// member), and must not block for long: a slow handler makes the host drop
+// gossip (counted "gossip/undeliverable") and stalls that member's Raft
+// stream. node.Node implements it.
 type Handler interface {
 	// HandleGossip receives a gossip message that passed validation; from
 	// is its authenticated author.

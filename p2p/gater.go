@@ -3,6 +3,7 @@ package p2p
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -19,6 +20,9 @@ const (
 	// ReasonDialNotMember counts dials to a peer that is not a member,
 	// refused before any packet is sent.
 	ReasonDialNotMember = "dial_not_member"
+	// ReasonStarting counts connections refused while the host is still
+	// registering its protocols.
+	ReasonStarting = "starting"
 )
 
 // gaterLogEvery limits the refusal log to one line per peer per interval: a
@@ -47,10 +51,18 @@ func (m members) has(p peer.ID) bool {
 // InterceptAccept admits every connection and InterceptSecured decides; the
 // stranger's own Connect may then return nil, but neither side keeps the
 // connection.
+//
+// Until open is called the gater refuses every connection: a member that
+// connects before gossipsub is up can end with each side's pubsub believing
+// the other does not speak it (both opened their pubsub stream while the
+// other had not registered the protocol yet), a state pubsub never leaves
+// until the connection is closed. Connections therefore start only once
+// every protocol is registered.
 type gater struct {
 	isMember members
 	stats    *Stats
 	log      *slog.Logger
+	ready    atomic.Bool
 
 	mu     sync.Mutex
 	logged map[peer.ID]time.Time // last refusal logged per peer
@@ -62,8 +74,15 @@ func newGater(isMember members, stats *Stats, log *slog.Logger) *gater {
 	return &gater{isMember: isMember, stats: stats, log: log, logged: map[peer.ID]time.Time{}}
 }
 
+// open admits members from now on.
+func (g *gater) open() { g.ready.Store(true) }
+
 // InterceptPeerDial refuses to dial a peer that is not a member.
 func (g *gater) InterceptPeerDial(p peer.ID) bool {
+	if !g.ready.Load() {
+		g.stats.Inc("gater", ReasonStarting)
+		return false
+	}
 	if g.isMember.has(p) {
 		return true
 	}
@@ -81,6 +100,11 @@ func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
 // InterceptSecured admits a connection, in either direction, only if the
 // authenticated remote peer is a member.
 func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, addrs network.ConnMultiaddrs) bool {
+	if !g.ready.Load() {
+		g.stats.Inc("gater", ReasonStarting)
+		g.log.Debug("connection refused: starting", "peer", p.String(), "direction", dir.String())
+		return false
+	}
 	if g.isMember.has(p) {
 		return true
 	}
