@@ -20,7 +20,8 @@
 // Everything crosses the package boundary as plain Go types: peer IDs are
 // identity.PeerID, messages are byte slices handed to a Handler, verdicts are
 // a Verdict. No *pubsub.Message or libp2p stream leaves the package, so the
-// node can run on an in-memory network in tests and on a Host in production.
+// node can run on an in-memory network in tests and on a Host in production:
+// *Host implements the node's Network, and the node is the Host's Handler.
 //
 // Gossip carries only small signed announcements (round.MaxMessageBytes at
 // most); update and model bytes move over the blob protocol and are checked
