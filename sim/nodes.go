@@ -14,6 +14,7 @@ import (
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/manifest"
 	"github.com/globalbrain/globalbrain/node"
+	"github.com/globalbrain/globalbrain/p2p"
 	"github.com/globalbrain/globalbrain/round"
 	"github.com/globalbrain/globalbrain/store"
 	"github.com/globalbrain/globalbrain/train"
@@ -69,6 +70,8 @@ type simNode struct {
 	down    bool
 	handler lateHandler
 	crashed atomic.Bool
+	port    int       // libp2p: the member's fixed loopback port
+	host    *p2p.Host // libp2p: the member's host while it runs
 	hits    map[string]int
 	points  []CrashPoint // crash points of this member not yet fired
 	mu      sync.Mutex
@@ -90,6 +93,9 @@ func (s *nodeSim) crashHook(sn *simNode) func(string) error {
 				sn.crashed.Store(true)
 				sn.handler.n.Store(nil)
 				s.net.Leave(sn.id.ID)
+				if sn.host != nil {
+					go sn.host.Close() // a dead process's connections drop
+				}
 				sn.cancel()
 				s.crashDown(sn, cp.DownTicks)
 				return errCrash
@@ -148,11 +154,19 @@ func RunNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer) 
 	return runNodes(ctx, c, data, f, obs, nodeOptions{})
 }
 
+// RunLibp2p is RunNodes over real libp2p hosts on 127.0.0.1: the gater,
+// gossipsub and the stream protocols are all in play, and time is real (one
+// tick is the manifest's tick), so only crashes can be injected.
+func RunLibp2p(ctx context.Context, c Config, data Data, f Faults, obs Observer) (*Result, error) {
+	return runNodes(ctx, c, data, f, obs, nodeOptions{libp2p: true})
+}
+
 // nodeOptions replace parts of a node-based simulation (benchmarks).
 type nodeOptions struct {
 	trainer func(Member) node.Trainer  // nil: train on the member's partition
 	store   func(*store.DB) node.Store // nil: the store itself
 	noEval  bool                       // skip the per-round evaluation
+	libp2p  bool                       // real libp2p hosts on 127.0.0.1, ticks in real time
 }
 
 func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, opts nodeOptions) (*Result, error) {
@@ -186,15 +200,25 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 	s := &nodeSim{opts: opts, c: c, data: data, man: man, net: node.NewMemNet(c.Seed), pool: pool, losses: &sync.Map{},
 		res: &Result{Config: c}, obs: obs, decided: map[uint64]bool{}, last: time.Now()}
 	s.net.SetDropRate(f.Drop)
+	if opts.libp2p && (f.Drop > 0 || len(f.Partitions) > 0) {
+		return nil, fmt.Errorf("sim: -drop and -cut need the in-memory network")
+	}
 	defer s.stopAll()
 	for i, m := range members {
-		sn := &simNode{idx: i, id: m.Identity, dir: filepath.Join(tmp, fmt.Sprint(i))}
+		s.nodes = append(s.nodes, &simNode{idx: i, id: m.Identity, dir: filepath.Join(tmp, fmt.Sprint(i))})
+	}
+	if opts.libp2p {
+		if err := s.assignPorts(); err != nil {
+			return nil, err
+		}
+	}
+	for i := range members {
+		sn := s.nodes[i]
 		for _, cp := range f.CrashPoints {
 			if cp.Member == i {
 				sn.points = append(sn.points, cp)
 			}
 		}
-		s.nodes = append(s.nodes, sn)
 		if err := s.startNode(ctx, sn, members); err != nil {
 			return nil, err
 		}
@@ -264,7 +288,15 @@ func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) 
 		return err
 	}
 	sn.crashed.Store(false)
-	conn := s.net.Join(sn.id.ID, &sn.handler, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
+	var conn node.Network
+	if s.opts.libp2p {
+		if conn, err = s.libp2pNetwork(ctx, sn, db); err != nil {
+			db.Close()
+			return err
+		}
+	} else {
+		conn = s.net.Join(sn.id.ID, &sn.handler, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
+	}
 	var st node.Store = db
 	if s.opts.store != nil {
 		st = s.opts.store(db)
@@ -284,6 +316,9 @@ func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) 
 	})
 	if err != nil {
 		db.Close()
+		if sn.host != nil {
+			sn.host.Close()
+		}
 		return err
 	}
 	sn.db, sn.n, sn.done, sn.down = db, n, make(chan error, 1), false
@@ -300,8 +335,16 @@ func (s *nodeSim) stopNode(sn *simNode) {
 	s.net.Leave(sn.id.ID)
 	sn.cancel()
 	<-sn.done
+	s.closeHost(sn)
 	sn.db.Close()
 	sn.down = true
+}
+
+func (s *nodeSim) closeHost(sn *simNode) {
+	if sn.host != nil {
+		sn.host.Close()
+		sn.host = nil
+	}
 }
 
 func (s *nodeSim) stopAll() {
@@ -408,7 +451,18 @@ func (s *nodeSim) drive(ctx context.Context, f Faults, members []Member) error {
 		if err != nil {
 			return err
 		}
-		if err := s.waitIdle(ctx); err != nil {
+		if s.opts.libp2p {
+			// Real network: messages in flight are invisible to the
+			// simulator, so time is real; a tick is the manifest's tick.
+			if err := s.checkStopped(); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(s.man.Round.Tick)):
+			}
+		} else if err := s.waitIdle(ctx); err != nil {
 			return err
 		}
 		s.mu.Lock()
@@ -479,6 +533,26 @@ func containsInt(xs []int, x int) bool {
 		}
 	}
 	return false
+}
+
+// checkStopped reports a member whose loop stopped without being crashed on purpose.
+func (s *nodeSim) checkStopped() error {
+	for _, sn := range s.nodes {
+		if sn.down {
+			continue
+		}
+		select {
+		case err := <-sn.done:
+			if !sn.crashed.Load() {
+				return fmt.Errorf("sim: member %d stopped: %v", sn.idx, err)
+			}
+			s.closeHost(sn)
+			sn.db.Close()
+			sn.down = true
+		default:
+		}
+	}
+	return nil
 }
 
 // waitIdle returns once no live node has work in flight.

@@ -265,3 +265,19 @@ func TestFaultsKeepOneDigest(t *testing.T) {
 		})
 	}
 }
+
+// TestLibp2pMatchesDirectLoop runs the members over real libp2p hosts on
+// 127.0.0.1 (gater, gossipsub, blob and Raft streams) and kills one member
+// once round 1 is decided: all end on the direct loop's digest.
+func TestLibp2pMatchesDirectLoop(t *testing.T) {
+	data := smallMNIST(t, 3000, 500)
+	c := smallConfig()
+	c.Members = 4
+	c.Rounds = 3
+	c.Workers = 2
+	direct, err := Run(context.Background(), c, data, Observer{})
+	require.NoError(t, err)
+	got, err := RunLibp2p(context.Background(), c, data, Faults{Crashes: []Crash{{Member: 2, Round: 1, DownTicks: 5}}}, Observer{})
+	require.NoError(t, err)
+	require.Equal(t, direct.Final.Digest(), got.Final.Digest())
+}

@@ -42,6 +42,8 @@ func TestParseSimulateErrors(t *testing.T) {
 		{[]string{"--cut", "1,2@3:0"}, "positive tick count"},
 		{[]string{"--drop", "1"}, "-drop 1"},
 		{[]string{"--direct", "--drop", "0.1"}, "need the nodes"},
+		{[]string{"--transport", "carrier-pigeon"}, `-transport "carrier-pigeon"`},
+		{[]string{"--transport", "libp2p", "--drop", "0.1"}, "only -crash faults"},
 	} {
 		_, _, err := parseSimulate(tc.args, io.Discard)
 		require.Error(t, err, tc.args)

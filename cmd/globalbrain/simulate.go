@@ -63,6 +63,7 @@ type simOptions struct {
 	preset, out string
 	quiet       bool
 	direct      bool
+	transport   string
 	faults      sim.Faults
 }
 
@@ -70,6 +71,7 @@ func simulateFlags(c *sim.Config, o *simOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	preset, out, quiet := &o.preset, &o.out, &o.quiet
 	fs.BoolVar(&o.direct, "direct", o.direct, "run the direct reference loop instead of full nodes (Raft, stores, network)")
+	fs.StringVar(&o.transport, "transport", "memory", "how the nodes talk: memory (in-process, virtual time) or libp2p (real hosts on 127.0.0.1, real time)")
 	fs.Float64Var(&o.faults.Drop, "drop", o.faults.Drop, "fraction of gossip and Raft messages dropped (nodes only)")
 	fs.Func("crash", "crash member I once round R is decided and restart it T ticks later: I@R[:T] (repeatable; nodes only)", func(v string) error {
 		cr, err := parseCrash(v)
@@ -143,6 +145,12 @@ func parseSimulate(args []string, stderr io.Writer) (sim.Config, simOptions, err
 	}
 	if o.direct && (o.faults.Drop > 0 || len(o.faults.Crashes) > 0 || len(o.faults.Partitions) > 0) {
 		return c, o, fmt.Errorf("simulate: -drop, -crash and -cut need the nodes; drop -direct")
+	}
+	if o.transport != "memory" && o.transport != "libp2p" {
+		return c, o, fmt.Errorf("simulate: -transport %q, want memory or libp2p", o.transport)
+	}
+	if o.transport == "libp2p" && (o.direct || o.faults.Drop > 0 || len(o.faults.Partitions) > 0) {
+		return c, o, fmt.Errorf("simulate: -transport libp2p runs full nodes and takes only -crash faults")
 	}
 	if !(o.faults.Drop >= 0 && o.faults.Drop < 1) {
 		return c, o, fmt.Errorf("simulate: -drop %v, want in [0, 1)", o.faults.Drop)
@@ -222,8 +230,11 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	mode := "full nodes (Raft, stores, in-memory network)"
-	if o.direct {
+	switch {
+	case o.direct:
 		mode = "the direct loop"
+	case o.transport == "libp2p":
+		mode = "full nodes over libp2p on 127.0.0.1"
 	}
 	fmt.Fprintf(stdout, "simulating %d members as %s on %s (%s), model %s, strategy %s, C=%g E=%d B=%d lr=%g, seed %d\n",
 		c.Members, mode, c.Dataset, c.Partition, c.Model, c.Strategy.Strategy, c.Fraction, c.Strategy.Train.Epochs,
@@ -249,9 +260,12 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	var res *sim.Result
-	if o.direct {
+	switch {
+	case o.direct:
 		res, err = sim.Run(ctx, c, data, obs)
-	} else {
+	case o.transport == "libp2p":
+		res, err = sim.RunLibp2p(ctx, c, data, o.faults, obs)
+	default:
 		res, err = sim.RunNodes(ctx, c, data, o.faults, obs)
 	}
 	if err != nil {
