@@ -175,7 +175,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.src.Members != nil {
-		if err := CountSignatures(req, s.src.Consortium, s.src.Members()).Err(); err != nil {
+		members := s.src.Members()
+		for _, m := range members {
+			if identity.Compare(m, req.Member) == 0 {
+				writeJSON(w, http.StatusConflict, SubmitResponse{Member: req.Member.String(), Error: req.Member.String() + " is already a member"})
+				return
+			}
+		}
+		if err := CountSignatures(req, s.src.Consortium, members).Err(); err != nil {
 			writeJSON(w, http.StatusBadRequest, SubmitResponse{Member: req.Member.String(), Error: err.Error()})
 			return
 		}

@@ -361,6 +361,12 @@ func TestSubmit(t *testing.T) {
 		t.Errorf("no leader known: %d %+v", code, resp)
 	}
 
+	f.propose = nil
+	code, resp = post(t, s, "/member/submit", signed(f.members[4], f.members[0], f.members[1], f.members[2]).Encode())
+	if code != http.StatusConflict || resp.Error != f.members[4].ID.String()+" is already a member" {
+		t.Errorf("a member: %d %+v", code, resp)
+	}
+
 	rec := get(t, s, "/member/submit")
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET /member/submit: %d", rec.Code)

@@ -11,8 +11,9 @@
 //	                     by the new member and a majority of members: proposed
 //	                     to the Raft log (200), or refused as 409 "not the
 //	                     leader (leader is <peer>)" on a member that does not
-//	                     lead, or 400 for a request that is malformed or lacks
-//	                     a majority
+//	                     lead (409 too if the peer is already a member), or
+//	                     400 for a request that is malformed or lacks a
+//	                     majority
 //
 // The API reads the node through a Source of plain functions, so it runs
 // against a real node or a test double alike. It has no authentication: a

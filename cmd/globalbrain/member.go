@@ -217,7 +217,10 @@ func memberSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "proposed adding %s; every member validates it when it commits (see globalbrain status)\n", req.Member)
 		return nil
 	case http.StatusConflict:
-		return fmt.Errorf("member submit: %s; submit it on the leader's node", resp.Error)
+		if strings.HasPrefix(resp.Error, "not the leader") {
+			return fmt.Errorf("member submit: %s; submit it on the leader's node", resp.Error)
+		}
+		return fmt.Errorf("member submit: %s", resp.Error)
 	}
 	return fmt.Errorf("member submit: the node refused the request (%d): %s", code, resp.Error)
 }

@@ -177,6 +177,10 @@ func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 			d.eval.submit(a.Round, a.Model)
 		},
 	})
+	if errors.Is(err, round.ErrNotMember) && o.join {
+		return nil, fmt.Errorf("%w: joining after genesis needs node support this build lacks "+
+			"(node.Config cannot start the round machine as a joining member)", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +276,7 @@ run:
 	}
 	cancel()
 	<-httpDone
-	d.eval.stop()
+	d.eval.stop(2 * time.Second)
 	d.close()
 	st = d.node.Status()
 	d.log.Info("stopped", "applied_round", st.Applied, "model", short(st.Model))
@@ -640,20 +644,38 @@ type builtinTrainer struct {
 	log    *slog.Logger
 }
 
-// Train implements node.Trainer.
+// Train implements node.Trainer. Local training cannot be interrupted, so
+// when ctx ends first (the node stops) Train returns at once and the
+// training finishes unobserved, its update dropped: a node shutting down
+// never waits for a round's training.
 func (t *builtinTrainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fedavg.TrainConfig) ([]float32, int64, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return nil, 0, err
+	type result struct {
+		u   fedavg.Update
+		st  train.TrainStats
+		err error
 	}
+	done := make(chan result, 1)
+	go func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			done <- result{err: err}
+			return
+		}
+		u, st, err := sim.LocalUpdate(t.model, g, t.data, t.member, cfg, t.seed, r, t.cap)
+		done <- result{u, st, err}
+	}()
 	start := time.Now()
-	u, st, err := sim.LocalUpdate(t.model, g, t.data, t.member, cfg, t.seed, r, t.cap)
-	if err != nil {
-		return nil, 0, err
+	select {
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	case res := <-done:
+		if res.err != nil {
+			return nil, 0, res.err
+		}
+		t.log.Info("trained", "round", r, "examples", res.u.Examples, "train_loss", res.st.Loss, "seconds", time.Since(start).Seconds())
+		return res.u.Delta, res.u.Examples, nil
 	}
-	t.log.Info("trained", "round", r, "examples", u.Examples, "train_loss", st.Loss, "seconds", time.Since(start).Seconds())
-	return u.Delta, u.Examples, nil
 }
 
 // evaluator evaluates applied models on the test set off the node's loop,
@@ -729,11 +751,21 @@ func (e *evaluator) run() {
 // last is the latest result, nil before the first.
 func (e *evaluator) last() *api.Accuracy { return e.result.Load() }
 
-// stop drops what is waiting and waits for a running evaluation.
-func (e *evaluator) stop() {
+// stop drops what is waiting and waits a little for a running evaluation
+// (it touches nothing but the log and the result, so it may finish
+// unobserved; evaluating a large model takes seconds).
+func (e *evaluator) stop(wait time.Duration) {
 	e.mu.Lock()
 	e.stopped = true
 	e.pending = nil
 	e.mu.Unlock()
-	e.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		e.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(wait):
+	}
 }
