@@ -120,6 +120,7 @@ func blobPair(t *testing.T, src *memSource, serverLim, clientLim Limits) (srv, c
 }
 
 func TestBlobRoundTrip(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 5<<20+123)
 	src := newMemSource(data)
 	srv, cli, srvStats, cliStats := blobPair(t, src, Limits{}, Limits{})
@@ -164,6 +165,7 @@ func (c *corruptReader) Read(p []byte) (int, error) {
 }
 
 func TestBlobCorruptedBytesHashMismatch(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 1<<20)
 	src := newMemSource(data)
 	src.wrap = func(_ int, r io.ReadSeeker) io.ReadSeeker { return &corruptReader{ReadSeeker: r, at: 1000} }
@@ -178,6 +180,7 @@ func TestBlobCorruptedBytesHashMismatch(t *testing.T) {
 }
 
 func TestBlobNonMemberRefused(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 1000)
 	src := newMemSource(data)
 	hs := spHosts(t, 2)
@@ -205,6 +208,7 @@ func TestBlobNonMemberRefused(t *testing.T) {
 }
 
 func TestBlobNotServableRefused(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 1000)
 	src := newMemSource(data)
 	src.deny = true // stored, but not named in a valid announcement
@@ -245,6 +249,7 @@ func (b *breakingReader) Read(p []byte) (int, error) {
 }
 
 func TestBlobResumeAfterBrokenStream(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 3<<20)
 	src := newMemSource(data)
 	src.wrap = func(n int, r io.ReadSeeker) io.ReadSeeker {
@@ -273,6 +278,7 @@ func TestBlobResumeAfterBrokenStream(t *testing.T) {
 }
 
 func TestBlobResumeGivesUp(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 1<<20)
 	src := newMemSource(data)
 	src.wrap = func(int, io.ReadSeeker) io.ReadSeeker {
@@ -286,6 +292,7 @@ func TestBlobResumeGivesUp(t *testing.T) {
 }
 
 func TestBlobMaxBlob(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 2<<20)
 	src := newMemSource(data)
 	// The client refuses a blob above its MaxBlob as soon as it reads the size.
@@ -306,6 +313,7 @@ func TestBlobMaxBlob(t *testing.T) {
 }
 
 func TestBlobOffsetBeyondSizeRefused(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 1000)
 	src := newMemSource(data)
 	srv, cli, srvStats, _ := blobPair(t, src, Limits{}, Limits{})
@@ -342,6 +350,7 @@ func (s *slowReader) Read(p []byte) (int, error) {
 }
 
 func TestBlobFetchConcurrency(t *testing.T) {
+	t.Parallel()
 	var blobs [][]byte
 	for i := 0; i < 6; i++ {
 		blobs = append(blobs, randBytes(t, 10000))
@@ -406,6 +415,7 @@ func TestBlobHugeSizeFieldRefusedWithoutAllocating(t *testing.T) {
 }
 
 func TestBlobOneBytePerSecondWriterCut(t *testing.T) {
+	t.Parallel()
 	src := newMemSource([]byte("x"))
 	srv, cli, srvStats, _ := blobPair(t, src, spFastLimits(), Limits{})
 	s, err := cli.h.NewStream(context.Background(), srv.h.ID(), testBlobProto)
@@ -451,6 +461,7 @@ func slowWrite(s network.Stream, n int) <-chan struct{} {
 }
 
 func TestBlobCloseEndsFetches(t *testing.T) {
+	t.Parallel()
 	data := randBytes(t, 1000)
 	src := newMemSource(data)
 	src.wrap = func(_ int, r io.ReadSeeker) io.ReadSeeker { return &slowReader{ReadSeeker: r, d: time.Second} }
@@ -474,4 +485,25 @@ func TestBlobCloseEndsFetches(t *testing.T) {
 	if time.Since(start) > time.Second {
 		t.Fatal("Close was slow")
 	}
+}
+
+func TestBlobSlowReaderCut(t *testing.T) {
+	t.Parallel()
+	data := randBytes(t, 8<<20)
+	src := newMemSource(data)
+	srv, cli, srvStats, _ := blobPair(t, src, spFastLimits(), Limits{})
+	s, err := cli.h.NewStream(context.Background(), srv.h.ID(), testBlobProto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	d := sha256.Sum256(data)
+	if _, err := s.Write(binary.BigEndian.AppendUint64(d[:], 0)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.CloseWrite()
+	// Never read: the server's writes stall on flow control until its write
+	// deadline cuts the stream.
+	spWait(t, 5*time.Second, "timeout counted", func() bool { return srvStats.Get(blobName, ReasonTimeout) == 1 })
+	spWait(t, 2*time.Second, "handler exit", func() bool { return srv.g.live.Load() == 0 })
 }

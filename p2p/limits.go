@@ -3,7 +3,6 @@ package p2p
 import (
 	"errors"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,17 +144,6 @@ func (s *Stats) Get(protocolName, reason string) uint64 {
 		return c.Load()
 	}
 	return 0
-}
-
-// Keys returns the counter keys in sorted order.
-func (s *Stats) Keys() []string {
-	snap := s.Snapshot()
-	keys := make([]string, 0, len(snap))
-	for k := range snap {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // AddBytes adds payload bytes received (in) and sent (out).

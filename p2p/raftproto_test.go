@@ -42,6 +42,7 @@ func (in *raftInbox) count(from peer.ID) int {
 }
 
 func TestRaftDeliversInOrderPerPeer(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 3)
 	members := spMembers(hs...)
 	inbox := &raftInbox{}
@@ -132,6 +133,7 @@ func TestRaftQueueOverflowDropsAndCounts(t *testing.T) {
 }
 
 func TestRaftNonMemberRefused(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	inbox := &raftInbox{}
 	recvStats := new(Stats)
@@ -191,6 +193,7 @@ func spHugePrefix(t *testing.T, from interface {
 }
 
 func TestRaftOneBytePerSecondWriterCut(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
 	recv := NewRaftService(hs[0], testRaftProto, spMembers(hs...), nil, spFastLimits(), stats, nil)
@@ -210,6 +213,7 @@ func TestRaftOneBytePerSecondWriterCut(t *testing.T) {
 }
 
 func TestRaftStreamsPerPeerLimit(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
 	inbox := &raftInbox{}
@@ -258,7 +262,7 @@ func TestRaftIdleSenderReconnects(t *testing.T) {
 	// The sender closes after IdleTimeout/2 = 100ms without messages.
 	snd := NewRaftService(hs[1], testRaftProto, members, nil, Limits{IdleTimeout: 200 * time.Millisecond}, nil, nil)
 	defer snd.Close()
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 2; i++ {
 		if err := snd.Send(hs[0].ID(), []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
@@ -274,5 +278,33 @@ func TestRaftIdleSenderReconnects(t *testing.T) {
 	}
 	if err := snd.Send(hs[0].ID(), []byte("late")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Send after Close: %v", err)
+	}
+}
+
+func TestRaftCloseUnblocksStalledWriter(t *testing.T) {
+	t.Parallel()
+	hs := spHosts(t, 2)
+	members := spMembers(hs...)
+	inbox := &raftInbox{gate: make(chan struct{})}
+	recv := NewRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{}, nil, nil)
+	snd := NewRaftService(hs[1], testRaftProto, members, nil, Limits{}, nil, nil)
+	msg := make([]byte, 256<<10)
+	for i := 0; i < 8; i++ {
+		_ = snd.Send(hs[0].ID(), msg)
+	}
+	time.Sleep(200 * time.Millisecond) // the writer is now stuck on flow control
+	start := time.Now()
+	if err := snd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("Close took %v", el)
+	}
+	close(inbox.gate)
+	if err := recv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if recv.g.live.Load() != 0 {
+		t.Fatal("handler still running after Close")
 	}
 }

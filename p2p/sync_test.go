@@ -21,6 +21,7 @@ func syncSource(perRound map[uint64][][]byte) func(uint64) [][]byte {
 }
 
 func TestSyncPullReturnsSourceMessages(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	members := spMembers(hs...)
 	msgs := [][]byte{[]byte("announce-a"), {}, bytes.Repeat([]byte{9}, 100000)}
@@ -49,6 +50,7 @@ func TestSyncPullReturnsSourceMessages(t *testing.T) {
 }
 
 func TestSyncServerCapsResponse(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	members := spMembers(hs...)
 	lim := Limits{MaxFrame: 1024} // response cap 16 KiB
@@ -134,6 +136,7 @@ func TestSyncHugeLengthPrefixRefusedWithoutAllocating(t *testing.T) {
 }
 
 func TestSyncOneBytePerSecondWriterCut(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
 	srv := NewSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), spFastLimits(), stats, nil)
@@ -153,6 +156,7 @@ func TestSyncOneBytePerSecondWriterCut(t *testing.T) {
 }
 
 func TestSyncNonMemberRefused(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
 	srv := NewSyncService(hs[0], testSyncProto, spMembers(hs[0]), syncSource(map[uint64][][]byte{1: {[]byte("secret")}}), Limits{}, stats, nil)
@@ -194,6 +198,7 @@ func TestSyncRateLimit(t *testing.T) {
 }
 
 func TestSyncBadRequest(t *testing.T) {
+	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
 	srv := NewSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), Limits{}, stats, nil)
