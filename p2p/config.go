@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -206,8 +207,9 @@ func (c *Config) validate() error {
 // the default Prometheus registry (the node registers its own), TCP and,
 // without a pre-shared key, QUIC. WebSocket, WebTransport and WebRTC stay
 // off: members reach each other directly.
-func (c *Config) libp2pOptions(g *gater) []libp2p.Option {
+func (c *Config) libp2pOptions(g *gater, bw metrics.Reporter) []libp2p.Option {
 	opts := []libp2p.Option{
+		libp2p.BandwidthReporter(bw),
 		libp2p.Identity(PrivKey(c.Identity)),
 		libp2p.ListenAddrStrings(c.ListenAddrs...),
 		libp2p.ConnectionGater(g),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -112,7 +113,7 @@ func htLibp2p(t testing.TB, c Config, stats *Stats) host.Host {
 	}
 	g := newGater(members(c.Members), stats, c.Logger)
 	g.open()
-	h, err := libp2p.New(c.libp2pOptions(g)...)
+	h, err := libp2p.New(c.libp2pOptions(g, metrics.NewBandwidthCounter())...)
 	if err != nil {
 		t.Fatal(err)
 	}

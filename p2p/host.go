@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -50,6 +52,40 @@ type Host struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	bw *metrics.BandwidthCounter // bytes by protocol, for benchmarks and metrics
+}
+
+// Traffic is the bytes a host sent and received on one protocol.
+type Traffic struct{ In, Out int64 }
+
+// Traffic returns the bytes moved so far by protocol: "gossip" (the
+// gossipsub protocol), "blob", "raft", "sync", and "other" (identify and
+// the rest), as counted by libp2p below the stream multiplexer.
+func (h *Host) Traffic() map[string]Traffic {
+	out := map[string]Traffic{}
+	if h.bw == nil {
+		return out
+	}
+	for proto, st := range h.bw.GetBandwidthByProtocol() {
+		name := "other"
+		p := string(proto)
+		switch {
+		case strings.Contains(p, "/meshsub/"):
+			name = "gossip"
+		case strings.HasSuffix(p, "/blob/1"):
+			name = "blob"
+		case strings.HasSuffix(p, "/raft/1"):
+			name = "raft"
+		case strings.HasSuffix(p, "/sync/1"):
+			name = "sync"
+		}
+		t := out[name]
+		t.In += st.TotalIn
+		t.Out += st.TotalOut
+		out[name] = t
+	}
+	return out
 }
 
 // New starts a member's host: libp2p listening on c.ListenAddrs behind the
@@ -66,7 +102,8 @@ func New(ctx context.Context, c Config) (*Host, error) {
 	stats := new(Stats)
 	log := c.Logger.With("peer", c.Identity.ID.Short())
 	g := newGater(members(c.Members), stats, log.With("component", "gater"))
-	h, err := libp2p.New(c.libp2pOptions(g)...)
+	bw := metrics.NewBandwidthCounter()
+	h, err := libp2p.New(c.libp2pOptions(g, bw)...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: start libp2p on %v: %w", c.ListenAddrs, err)
 	}
@@ -75,6 +112,7 @@ func New(ctx context.Context, c Config) (*Host, error) {
 		h.Close()
 		return nil, err
 	}
+	hh.bw = bw
 	return hh, nil
 }
 

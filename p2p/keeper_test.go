@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
@@ -54,7 +55,7 @@ func TestGaterClosedUntilOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newGater(members(c.Members), stats, c.Logger)
-	a, err := libp2p.New(c.libp2pOptions(g)...)
+	a, err := libp2p.New(c.libp2pOptions(g, metrics.NewBandwidthCounter())...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,9 @@ type ProtocolCost struct {
 	DirectSeconds   float64 // per round, the direct loop aggregating the same updates
 	UpdateBytes     int     // one update
 	ParticipantsAvg float64
+	// Over libp2p: bytes sent per round by all members on the gossip topic
+	// and on the blob protocol (the payload).
+	GossipBytesPerRound, BlobBytesPerRound float64
 }
 
 func memberIDs(ms []Member) []identity.PeerID {
@@ -89,6 +92,16 @@ func (c countingStore) Apply(a store.Applied) error {
 // architecture with a fixed update, then the direct loop on the same
 // updates, and returns the cost per round of each.
 func MeasureProtocol(ctx context.Context, arch string, members int, fraction float64, rounds int) (ProtocolCost, error) {
+	return measureProtocol(ctx, arch, members, fraction, rounds, false)
+}
+
+// MeasureProtocolLibp2p is MeasureProtocol over real libp2p hosts on
+// 127.0.0.1; it also reports the gossip and blob bytes per round.
+func MeasureProtocolLibp2p(ctx context.Context, arch string, members int, rounds int) (ProtocolCost, error) {
+	return measureProtocol(ctx, arch, members, 1, rounds, true)
+}
+
+func measureProtocol(ctx context.Context, arch string, members int, fraction float64, rounds int, libp2p bool) (ProtocolCost, error) {
 	c := DefaultConfig()
 	c.Members, c.Fraction, c.Rounds, c.Model, c.Workers = members, fraction, rounds, arch, 1
 	// A data set of the right shape: the fixed trainer never reads it.
@@ -108,17 +121,28 @@ func MeasureProtocol(ctx context.Context, arch string, members int, fraction flo
 		},
 		store:  func(db *store.DB) node.Store { return countingStore{DB: db, n: &written} },
 		noEval: true,
+		libp2p: libp2p,
 	}
-	start := time.Now()
 	res, err := runNodes(ctx, c, Data{Train: d, Test: d}, Faults{}, Observer{}, opts)
 	if err != nil {
 		return ProtocolCost{}, err
 	}
 	pc := ProtocolCost{Members: members, Fraction: fraction, Rounds: rounds, UpdateBytes: 4 * len(g.Weights),
-		NodeSeconds: time.Since(start).Seconds() / float64(rounds), BytesPerRound: float64(written.Load()) / float64(rounds)}
+		BytesPerRound: float64(written.Load()) / float64(rounds)}
+	// Seconds per round in steady state: round 1 also holds the start-up
+	// and the first election, so it is left out when there are others.
+	steady := res.Rounds
+	if len(steady) > 1 {
+		steady = steady[1:]
+	}
+	for _, rr := range steady {
+		pc.NodeSeconds += rr.Seconds / float64(len(steady))
+	}
 	for _, rr := range res.Rounds {
 		pc.ParticipantsAvg += float64(rr.Participants) / float64(len(res.Rounds))
 	}
+	pc.GossipBytesPerRound = float64(res.Traffic["gossip"].Out) / float64(rounds)
+	pc.BlobBytesPerRound = float64(res.Traffic["blob"].Out) / float64(rounds)
 	// The direct loop on the same updates: aggregation and digest only.
 	strategy, err := fedavg.New(c.Strategy)
 	if err != nil {
@@ -133,7 +157,7 @@ func MeasureProtocol(ctx context.Context, arch string, members int, fraction flo
 		return pc, err
 	}
 	cid := man.ConsortiumID()
-	start = time.Now()
+	start := time.Now()
 	for r := uint64(1); r <= uint64(rounds); r++ {
 		var ups []fedavg.Update
 		for _, i := range sampleIndices(cid[:], r, memberIDs(ms), c.SampleSize()) {

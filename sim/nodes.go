@@ -226,6 +226,11 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 	if err := s.drive(ctx, f, members); err != nil {
 		return nil, err
 	}
+	if opts.libp2p {
+		// libp2p's bandwidth meters fold in their counts once a second:
+		// let them, so Traffic covers the whole run.
+		time.Sleep(1200 * time.Millisecond)
+	}
 	s.stopAll()
 	var final *fedavg.Global
 	for _, sn := range s.nodes {
@@ -253,6 +258,7 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 	}
 	s.res.Final = final
 	s.res.Elapsed = time.Since(start)
+	s.res.Traffic = s.traffic
 	return s.res, nil
 }
 
@@ -267,7 +273,8 @@ type nodeSim struct {
 	nodes  []*simNode
 	obs    Observer
 
-	restarts []restart // crashed at a crash point, to restart
+	restarts []restart              // crashed at a crash point, to restart
+	traffic  map[string]p2p.Traffic // libp2p: bytes by protocol, summed over closed hosts
 
 	mu      sync.Mutex
 	res     *Result
@@ -342,6 +349,17 @@ func (s *nodeSim) stopNode(sn *simNode) {
 
 func (s *nodeSim) closeHost(sn *simNode) {
 	if sn.host != nil {
+		s.mu.Lock()
+		if s.traffic == nil {
+			s.traffic = map[string]p2p.Traffic{}
+		}
+		for k, v := range sn.host.Traffic() {
+			t := s.traffic[k]
+			t.In += v.In
+			t.Out += v.Out
+			s.traffic[k] = t
+		}
+		s.mu.Unlock()
 		sn.host.Close()
 		sn.host = nil
 	}

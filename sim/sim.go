@@ -12,6 +12,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/p2p"
 	"github.com/globalbrain/globalbrain/round"
 	"github.com/globalbrain/globalbrain/train"
 )
@@ -59,6 +60,7 @@ type Result struct {
 	Metrics     train.Metrics // final model on the test set
 	TargetRound int           // first round reaching Config.Target; 0 if none
 	Elapsed     time.Duration
+	Traffic     map[string]p2p.Traffic // over libp2p: bytes by protocol, all members
 }
 
 // Observer receives progress while a simulation runs. Either field may be nil.

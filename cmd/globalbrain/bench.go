@@ -16,6 +16,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/p2p"
 	"github.com/globalbrain/globalbrain/sim"
 	"github.com/globalbrain/globalbrain/train"
 )
@@ -131,6 +132,35 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			ceiling: float64(pc.UpdateBytes) * pc.ParticipantsAvg / 1e6, ceilingName: "MB of updates/round",
 		})
 	}
+	// The transport: a 100 MB update to 9 peers over the blob protocol next
+	// to raw TCP on loopback, then the protocol over libp2p at 10 peers.
+	blobSize, blobPeers, lpMembers, lpRounds := int64(100<<20), 9, 10, 4
+	if *quick {
+		blobSize, blobPeers, lpMembers, lpRounds = 4<<20, 3, 4, 2
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	blob, tcp, err := p2p.MeasureBlobVsTCP(ctx, blobSize, blobPeers)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, benchRow{
+		name: fmt.Sprintf("blob protocol %d MB to %d peers", blobSize>>20, blobPeers), unit: "MB/s", value: blob,
+		ceiling: tcp, ceilingName: "raw TCP MB/s (loopback)",
+	})
+	lp, err := sim.MeasureProtocolLibp2p(ctx, protoArch, lpMembers, lpRounds)
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("libp2p %d peers (%s, fixed update)", lpMembers, protoArch)
+	rows = append(rows, benchRow{
+		name: name, unit: "non-training s/round", value: lp.NodeSeconds,
+		ceiling: lp.DirectSeconds, ceilingName: "direct loop s/round",
+	}, benchRow{
+		name: name, unit: "gossip MB/round", value: lp.GossipBytesPerRound / 1e6,
+		ceiling: lp.BlobBytesPerRound / 1e6, ceilingName: "blob payload MB/round",
+	})
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "what\tmeasured\tunit\tcompared with (same run)\tratio\tdesign figure\t")
 	for _, r := range rows {

@@ -109,7 +109,8 @@ func TestBenchQuick(t *testing.T) {
 	require.NoError(t, run(context.Background(), []string{"bench", "--quick", "--passes", "1"}, &out, io.Discard))
 	s := out.String()
 	for _, row := range []string{"fedavg aggregate", "train 2nn B=10", "train 2nn B=50", "train cnn B=50", "memory copy GB/s", "sgemm 256^3 GFLOP/s",
-		"protocol 10 members C=1", "protocol 20 members C=0.5", "direct loop s/round", "MB written/round"} {
+		"protocol 10 members C=1", "protocol 20 members C=0.5", "direct loop s/round", "MB written/round",
+		"blob protocol 4 MB to 3 peers", "raw TCP MB/s", "libp2p 4 peers", "gossip MB/round", "blob payload MB/round"} {
 		require.Contains(t, s, row)
 	}
 	require.NotRegexp(t, `\s0\.00\s+examples/s`, s, "every figure was measured")
