@@ -238,7 +238,7 @@ globalbrain_bytes_in_total 1000
 # HELP globalbrain_bytes_out_total Payload bytes sent over the stream protocols.
 # TYPE globalbrain_bytes_out_total counter
 globalbrain_bytes_out_total 2000
-# HELP globalbrain_messages_cut_total Messages and streams the transport cut off, by protocol and reason.
+# HELP globalbrain_messages_cut_total What the transport refused, dropped or cut off (messages, streams, connections, dials), by protocol and reason.
 # TYPE globalbrain_messages_cut_total counter
 globalbrain_messages_cut_total{protocol="blob",reason="frame_too_large"} 2
 globalbrain_messages_cut_total{protocol="raft",reason="not_member"} 1

@@ -21,7 +21,8 @@ import (
 //	globalbrain_applied_round               gauge    last applied round
 //	globalbrain_rounds_applied_total{kind}  counter  outcomes applied by this process (commit, abandon)
 //	globalbrain_updates_included_total      counter  updates included in applied commits
-//	globalbrain_updates_total{result,reason} counter update announcements judged by the gossip validator:
+//	globalbrain_updates_total{result,reason} counter other members' update announcements (repeats included)
+//	                                                 judged by the gossip validator:
 //	                                                 accepted, or rejected with the reason (malformed,
 //	                                                 author_mismatch, not_member, bad_signature; stale is
 //	                                                 ignored without penalty and counted as rejected)
@@ -30,7 +31,7 @@ import (
 //	globalbrain_phase_seconds{phase}        histogram time spent in each phase of a round
 //	globalbrain_bytes_in_total              counter  payload bytes received over the stream protocols
 //	globalbrain_bytes_out_total             counter  payload bytes sent
-//	globalbrain_messages_cut_total{protocol,reason} counter what the transport cut off
+//	globalbrain_messages_cut_total{protocol,reason} counter what the transport refused, dropped or cut off
 //	globalbrain_peers_connected             gauge    members connected, self excluded
 //	globalbrain_members                     gauge    applied membership size
 //	globalbrain_leader                      gauge    1 if this member leads
@@ -59,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer, src Source) *Metrics {
 	m := &Metrics{
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "globalbrain_updates_total",
-			Help: "Update announcements judged by the gossip validator, by result (accepted, rejected) and reason.",
+			Help: "Other members' update announcements (repeats included) judged by the gossip validator, by result (accepted, rejected) and reason.",
 		}, []string{"result", "reason"}),
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "globalbrain_rounds_applied_total",
@@ -131,7 +132,7 @@ var (
 	descPeers        = prometheus.NewDesc("globalbrain_peers_connected", "Members connected to this node (itself excluded).", nil, nil)
 	descBytesIn      = prometheus.NewDesc("globalbrain_bytes_in_total", "Payload bytes received over the stream protocols.", nil, nil)
 	descBytesOut     = prometheus.NewDesc("globalbrain_bytes_out_total", "Payload bytes sent over the stream protocols.", nil, nil)
-	descCut          = prometheus.NewDesc("globalbrain_messages_cut_total", "Messages and streams the transport cut off, by protocol and reason.", []string{"protocol", "reason"}, nil)
+	descCut          = prometheus.NewDesc("globalbrain_messages_cut_total", "What the transport refused, dropped or cut off (messages, streams, connections, dials), by protocol and reason.", []string{"protocol", "reason"}, nil)
 	descAccuracy     = prometheus.NewDesc("globalbrain_accuracy", "Test accuracy of the last evaluated global model.", nil, nil)
 	descLoss         = prometheus.NewDesc("globalbrain_loss", "Test loss of the last evaluated global model.", nil, nil)
 	descAccuracyRnd  = prometheus.NewDesc("globalbrain_accuracy_round", "Round of the last evaluated global model.", nil, nil)

@@ -321,14 +321,15 @@ func (d *daemon) logProgress(prev, st node.Status) {
 }
 
 // validate is the transport's gossip validator: the node's CheckGossip
-// mapped onto p2p verdicts, update announcements counted by result.
+// mapped onto p2p verdicts, other members' update announcements counted by
+// result.
 func (d *daemon) validate(author identity.PeerID, msg []byte) (p2p.Verdict, string) {
 	n := d.late.get()
 	if n == nil {
 		return p2p.Ignore, "starting"
 	}
 	verdict, reason := n.CheckGossip(author, msg)
-	if m, err := round.DecodeMessage(msg); err == nil && m.Kind == round.KindAnnounce {
+	if m, err := round.DecodeMessage(msg); err == nil && m.Kind == round.KindAnnounce && identity.Compare(author, d.id.ID) != 0 {
 		result := api.ResultAccepted
 		if verdict != node.GossipAccept {
 			result = api.ResultRejected
