@@ -78,6 +78,10 @@ type Config struct {
 	Logger   *slog.Logger
 	// OnApply, if set, is called on the loop after each applied outcome.
 	OnApply func(Applied)
+	// Joining is set for a member added after genesis (by an AddMember
+	// entry): it starts from the genesis configuration and catches up
+	// through the log or a snapshot once the others add it.
+	Joining bool
 	// Crash, if set, is called at the loop's crash points; an error stops
 	// the loop right there, as a process dying at that instant (tests).
 	Crash func(point string) error
@@ -98,7 +102,7 @@ type Node struct {
 	m        *round.Machine
 	strategy fedavg.Strategy
 	dim      int
-	raftPeer map[uint64]identity.PeerID
+	raftPeer atomic.Pointer[map[uint64]identity.PeerID] // Raft node ID -> member, read by the transport
 
 	mu     sync.Mutex
 	queue  []func()      // everything that touches m runs on the loop, in order
@@ -127,6 +131,7 @@ type Status struct {
 	Applied  uint64         `json:"applied_round"`
 	Model    string         `json:"model_digest"`
 	Leader   bool           `json:"leader"`
+	LeaderID string         `json:"leader_id,omitempty"`
 	Members  int            `json:"members"`
 	Halted   string         `json:"halted,omitempty"`
 	Alarms   []string       `json:"alarms,omitempty"`
@@ -199,15 +204,13 @@ func New(cfg Config) (*Node, error) {
 	}
 	p := Params(cfg.Manifest, len(g0.Weights))
 	m, err := round.New(round.Config{Params: p, Self: cfg.Identity, Genesis: g0.Digest(), Applied: st,
-		HardState: hs, Snapshot: snap, Entries: ents})
+		HardState: hs, Snapshot: snap, Entries: ents, Joining: cfg.Joining})
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, m: m, strategy: strategy, dim: len(g0.Weights),
-		raftPeer: map[uint64]identity.PeerID{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	for _, id := range p.Members {
-		n.raftPeer[round.RaftID(id)] = id
-	}
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	n.setRaftPeers(p.Members)
 	if n.model, err = n.modelOrFetch(context.Background(), m.State().Model); err != nil {
 		return nil, fmt.Errorf("node: applied model: %w", err)
 	}
@@ -289,7 +292,7 @@ func (n *Node) HandleRaft(from identity.PeerID, b []byte) {
 		n.log.Debug("raft message rejected", "from", from.Short(), "err", err)
 		return
 	}
-	if n.raftPeer[msg.GetFrom()] == nil || identity.Compare(n.raftPeer[msg.GetFrom()], from) != 0 {
+	if sender := (*n.raftPeer.Load())[msg.GetFrom()]; sender == nil || identity.Compare(sender, from) != 0 {
 		n.log.Warn("raft message from a peer that is not its sender", "from", from.Short())
 		return
 	}
@@ -310,6 +313,21 @@ func (n *Node) State(ctx context.Context) (round.State, error) {
 	}
 }
 
+// setRaftPeers maps Raft node IDs to members: the genesis members, then
+// every member the log added.
+func (n *Node) setRaftPeers(ids []identity.PeerID) {
+	m := map[uint64]identity.PeerID{}
+	if old := n.raftPeer.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	for _, id := range ids {
+		m[round.RaftID(id)] = id
+	}
+	n.raftPeer.Store(&m)
+}
+
 // publishState refreshes what the transport's goroutines read. Runs on the loop.
 func (n *Node) publishState() {
 	st := n.m.Status()
@@ -317,9 +335,10 @@ func (n *Node) publishState() {
 	if ms := n.members.Load(); ms == nil || len(*ms) != st.Members {
 		all := n.m.Members()
 		n.members.Store(&all)
+		n.setRaftPeers(all)
 	}
 	n.status.Store(&Status{Peer: n.cfg.Identity.ID.String(), Round: st.Round, Phase: st.Phase, Applied: st.Applied.Round,
-		Model: st.Applied.Model.String(), Leader: st.IsLeader, Members: st.Members, Halted: st.Halted,
+		Model: st.Applied.Model.String(), Leader: st.IsLeader, LeaderID: (*n.raftPeer.Load())[st.Leader].String(), Members: st.Members, Halted: st.Halted,
 		Alarms: append([]string(nil), n.alarms...), Counters: st.Counters})
 }
 
@@ -429,7 +448,7 @@ func (n *Node) ready(ctx context.Context) error {
 			return err
 		}
 		for _, msg := range rd.Messages {
-			to := n.raftPeer[msg.GetTo()]
+			to := (*n.raftPeer.Load())[msg.GetTo()]
 			b, err := proto.Marshal(msg)
 			if err != nil || to == nil {
 				continue

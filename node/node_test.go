@@ -32,7 +32,11 @@ type testNet struct {
 	man   *manifest.Manifest
 }
 
-func newTestNet(t *testing.T, n int) *testNet {
+func newTestNet(t *testing.T, n int) *testNet { return newTestNetRounds(t, n, 2) }
+
+// newTestNetRounds starts n genesis members for the given rounds, plus
+// joiners that are not in the manifest.
+func newTestNetRounds(t *testing.T, n, rounds int, joiners ...identity.Identity) *testNet {
 	t.Helper()
 	tn := &testNet{net: NewMemNet(1)}
 	var pids []identity.PeerID
@@ -42,18 +46,21 @@ func newTestNet(t *testing.T, n int) *testNet {
 	}
 	tn.man = manifest.Example(pids)
 	tn.man.Model.Arch = "logreg"
-	tn.man.Training.Rounds = 2
+	tn.man.Training.Rounds = rounds
 	tn.man.Round.Deadline = manifest.Duration(2 * time.Second)
 	require.NoError(t, tn.man.Validate())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	genesis := len(tn.ids)
+	tn.ids = append(tn.ids, joiners...)
 	for i, id := range tn.ids {
 		db, err := store.Open(t.TempDir(), store.Options{NoSync: true})
 		require.NoError(t, err)
 		t.Cleanup(func() { db.Close() })
 		h := &lateHandler{}
 		conn := tn.net.Join(id.ID, h, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
-		nd, err := New(Config{Identity: id, Manifest: tn.man, Store: db, Network: conn, Trainer: fixedTrainer{scale: float32(i + 1)}})
+		nd, err := New(Config{Identity: id, Manifest: tn.man, Store: db, Network: conn, Trainer: fixedTrainer{scale: float32(i + 1)},
+			Joining: i >= genesis})
 		require.NoError(t, err)
 		h.n.Store(nd)
 		tn.nodes = append(tn.nodes, nd)
@@ -172,4 +179,38 @@ func TestHandleRaftFromWrongSenderIsDropped(t *testing.T) {
 	// A Raft message whose From is member 1 but arriving from member 2.
 	tn.nodes[0].HandleRaft(tn.ids[2].ID, []byte{0x18, 0x01})
 	require.Equal(t, before, tn.nodes[0].Busy(), "dropped before reaching the loop")
+}
+
+// TestJoinerCatchesUp adds a fourth member after genesis with the signatures
+// of a majority: it starts from the genesis configuration as a joiner,
+// catches up through the log and ends on the others' digest.
+func TestJoinerCatchesUp(t *testing.T) {
+	joiner := identity.Derive(42, 3)
+	tn := newTestNetRounds(t, 3, 4, joiner)
+	tn.run(t, func() bool { return tn.nodes[0].Status().Applied >= 1 })
+	req := round.NewAddMember(joiner.ID)
+	req.Sign(tn.nodes[0].Consortium(), joiner)
+	req.Sign(tn.nodes[0].Consortium(), tn.ids[0])
+	req.Sign(tn.nodes[0].Consortium(), tn.ids[1])
+	proposed := false
+	tn.run(t, func() bool {
+		if !proposed {
+			for _, n := range tn.nodes[:3] {
+				if n.Status().Leader && n.ProposeAddMember(context.Background(), req) == nil {
+					proposed = true
+				}
+			}
+		}
+		for _, n := range tn.nodes {
+			if n.Status().Applied < 4 {
+				return false
+			}
+		}
+		return true
+	})
+	want := tn.nodes[0].Status().Model
+	for i, n := range tn.nodes {
+		require.Equal(t, want, n.Status().Model, "member %d", i)
+		require.Equal(t, 4, n.Status().Members, "member %d", i)
+	}
 }

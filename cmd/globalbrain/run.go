@@ -172,15 +172,12 @@ func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 		Network:  d.host,
 		Trainer:  trainer,
 		Logger:   d.log,
+		Joining:  o.join && !isMember(man.MemberIDs(), id.ID),
 		OnApply: func(a node.Applied) {
 			metrics.ObserveApplied(a)
 			d.eval.submit(a.Round, a.Model)
 		},
 	})
-	if errors.Is(err, round.ErrNotMember) && o.join {
-		return nil, fmt.Errorf("%w: joining after genesis needs node support this build lacks "+
-			"(node.Config cannot start the round machine as a joining member)", err)
-	}
 	if err != nil {
 		return nil, err
 	}
