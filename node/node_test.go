@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -213,4 +214,61 @@ func TestJoinerCatchesUp(t *testing.T) {
 		require.Equal(t, want, n.Status().Model, "member %d", i)
 		require.Equal(t, 4, n.Status().Members, "member %d", i)
 	}
+}
+
+// TestAddMemberThreeOfFive: an AddMember request signed by 2 of 5 members is
+// committed to the log but invalid (membership stays 5); signed by 3 of 5
+// it adds the member everywhere.
+func TestAddMemberThreeOfFive(t *testing.T) {
+	newcomer := identity.Derive(42, 5)
+	tn := newTestNetRounds(t, 5, 6)
+	tn.run(t, func() bool { return tn.nodes[0].Status().Applied >= 1 })
+	cid := tn.nodes[0].Consortium()
+	propose := func(req *round.AddMember) {
+		t.Helper()
+		done := false
+		tn.run(t, func() bool {
+			for _, n := range tn.nodes {
+				if !done && n.Status().Leader {
+					err := n.ProposeAddMember(context.Background(), req)
+					if !errors.Is(err, round.ErrNotLeader) { // the status may lag a leadership change
+						require.NoError(t, err)
+						done = true
+					}
+				}
+			}
+			return done
+		})
+	}
+	two := round.NewAddMember(newcomer.ID)
+	two.Sign(cid, newcomer)
+	two.Sign(cid, tn.ids[0])
+	two.Sign(cid, tn.ids[1])
+	propose(two)
+	tn.run(t, func() bool {
+		for _, n := range tn.nodes {
+			if n.Status().Counters.InvalidEntries == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range tn.nodes {
+		require.Equal(t, 5, n.Status().Members)
+		require.NotEmpty(t, n.Status().Alarms)
+	}
+	three := round.NewAddMember(newcomer.ID)
+	three.Sign(cid, newcomer)
+	for _, i := range []int{0, 2, 4} {
+		three.Sign(cid, tn.ids[i])
+	}
+	propose(three)
+	tn.run(t, func() bool {
+		for _, n := range tn.nodes {
+			if n.Status().Members != 6 {
+				return false
+			}
+		}
+		return true
+	})
 }
