@@ -571,7 +571,11 @@ func (n *Node) fetch(ctx context.Context, d round.Digest, from identity.PeerID, 
 func (n *Node) outcome(ctx context.Context, base round.Digest, r uint64, inc []*round.Message, retry func()) (*fedavg.Global, bool, error) {
 	g, err := n.loadModel(base)
 	if err != nil {
-		return nil, false, err
+		// The base model is missing or unreadable here: a local problem,
+		// never a reason to judge the entry. Fetch it and try again on a tick.
+		n.log.Warn("base model not readable; fetching it", "round", r, "model", base.String()[:12], "err", err)
+		n.fetch(ctx, base, nil, func(error) { n.onTick = append(n.onTick, retry) })
+		return nil, false, nil
 	}
 	next, err := round.Outcome(n.strategy, g, r, inc, n.cfg.Manifest.Round.MaxExamplesPerMember, func(d round.Digest) ([]byte, bool) {
 		b, err := n.cfg.Store.Blob(d)
@@ -579,7 +583,7 @@ func (n *Node) outcome(ctx context.Context, base round.Digest, r uint64, inc []*
 	})
 	var missing *round.MissingBlobError
 	if errors.As(err, &missing) {
-		left, failed := len(missing.Digests), false
+		left := len(missing.Digests)
 		for _, d := range missing.Digests {
 			from := identity.PeerID(nil)
 			for _, a := range inc {
@@ -587,14 +591,11 @@ func (n *Node) outcome(ctx context.Context, base round.Digest, r uint64, inc []*
 					from = a.Author
 				}
 			}
-			n.fetch(ctx, d, from, func(err error) {
-				failed = failed || err != nil
+			n.fetch(ctx, d, from, func(error) {
+				// Retry on the next tick either way: a blob that is held but
+				// unreadable must not turn this into a loop without ticks.
 				if left--; left == 0 {
-					if failed {
-						n.onTick = append(n.onTick, retry) // nobody reachable holds it yet
-					} else {
-						retry()
-					}
+					n.onTick = append(n.onTick, retry)
 				}
 			})
 		}
@@ -658,7 +659,14 @@ func (n *Node) applyTask(ctx context.Context, t *round.ApplyTask) error {
 func (n *Node) install(ctx context.Context, st *round.State) error {
 	g, err := n.modelOrFetch(ctx, st.Model)
 	if err != nil {
-		return fmt.Errorf("node: install snapshot of round %d: %w", st.Round, err)
+		// Nobody reachable holds the model yet: try again on the next tick.
+		n.log.Warn("snapshot model not reachable yet", "round", st.Round, "err", err)
+		n.onTick = append(n.onTick, func() {
+			if err := n.install(ctx, st); err != nil {
+				n.log.Error("install snapshot", "round", st.Round, "err", err)
+			}
+		})
+		return nil
 	}
 	if err := n.cfg.Store.Apply(store.Applied{Index: st.Index, Round: st.Round, Model: st.Model, ChainHash: st.Chain}); err != nil && !errors.Is(err, store.ErrStale) {
 		return fmt.Errorf("node: install snapshot of round %d: %w", st.Round, err)

@@ -549,12 +549,19 @@ func (m *Machine) Decline(r uint64) {
 
 // Aggregated reports the outcome the leader computed for an AggregateTask.
 func (m *Machine) Aggregated(t *AggregateTask, result Digest, err error) {
+	if t.Round != m.cur.round || t.Base != m.st.Model {
+		return // a task of a decided round
+	}
 	m.cur.aggregating = false
-	if t.Round != m.cur.round || t.Base != m.st.Model || !m.IsLeader() {
+	if !m.IsLeader() {
 		return
 	}
 	if err != nil {
-		m.alarm("round %d: aggregation failed: %v", t.Round, err)
+		// Aggregation is deterministic: every member would fail the same
+		// way, so retrying cannot help. Close the round without a model.
+		m.alarm("round %d: aggregation failed, abandoning the round: %v", t.Round, err)
+		m.propose(&Entry{Kind: EntryAbandon, Round: t.Round, Base: m.st.Model, Prev: m.st.Chain, Result: m.st.Model,
+			Reason: fmt.Sprintf("aggregation failed: %v", err)})
 		return
 	}
 	e := &Entry{Kind: EntryCommit, Round: t.Round, Base: t.Base, Prev: m.st.Chain, Included: t.Included,
@@ -706,8 +713,15 @@ func (m *Machine) nextApply() *ApplyTask {
 			m.applyConfChange(ent)
 			continue
 		}
+		if ent.GetIndex() <= m.st.Index && ent.GetType() == pb.EntryNormal && len(ent.GetData()) > 0 {
+			// Replaying an entry at or below the applied outcome: decided.
+			m.roundMembers = slices.Clone(m.members)
+			m.cur.sample = nil
+			m.cur.sample = m.Sample(m.cur.round)
+			continue
+		}
 		if len(ent.GetData()) == 0 {
-			if m.IsLeader() && ent.GetTerm() == m.term() {
+			if m.IsLeader() && ent.GetTerm() == m.term() && m.leaderTerm != ent.GetTerm() {
 				m.leaderTerm = ent.GetTerm() // our term's empty entry applied: we may propose
 				m.cur.ticks, m.cur.proposed = 0, -1
 				m.out.Sync = m.cur.round
@@ -803,10 +817,10 @@ func (m *Machine) validate(e *Entry) error {
 		if err := m.checkAnnouncement(a); err != nil {
 			return err
 		}
-		if !m.seen(a) {
-			if err := a.Verify(m.p.Consortium); err != nil {
-				return err
-			}
+		// Always verified: validity must not depend on what gossip this
+		// member happened to see (a repeat's unsigned fields may differ).
+		if err := a.Verify(m.p.Consortium); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -87,6 +87,8 @@ func (s *nodeSim) libp2pNetwork(ctx context.Context, sn *simNode, db *store.DB) 
 	if err != nil {
 		return nil, fmt.Errorf("sim: member %d: libp2p host: %w", sn.idx, err)
 	}
+	sn.mu.Lock()
 	sn.host = h
+	sn.mu.Unlock()
 	return h, nil
 }

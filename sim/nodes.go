@@ -90,6 +90,7 @@ func (s *nodeSim) crashHook(sn *simNode) func(string) error {
 		for i, cp := range sn.points {
 			if cp.Point == point && cp.Hit == sn.hits[point] {
 				sn.points = append(sn.points[:i], sn.points[i+1:]...)
+				s.fired.Add(1)
 				sn.crashed.Store(true)
 				sn.handler.n.Store(nil)
 				s.net.Leave(sn.id.ID)
@@ -259,6 +260,7 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 	s.res.Final = final
 	s.res.Elapsed = time.Since(start)
 	s.res.Traffic = s.traffic
+	s.res.CrashPointsFired = int(s.fired.Load())
 	return s.res, nil
 }
 
@@ -275,6 +277,7 @@ type nodeSim struct {
 
 	restarts []restart              // crashed at a crash point, to restart
 	traffic  map[string]p2p.Traffic // libp2p: bytes by protocol, summed over closed hosts
+	fired    atomic.Int64           // crash points that fired
 
 	mu      sync.Mutex
 	res     *Result
@@ -329,6 +332,7 @@ func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) 
 		return err
 	}
 	sn.db, sn.n, sn.done, sn.down = db, n, make(chan error, 1), false
+	sn.applied.Store(n.Status().Applied) // a restarted member resumes where its store is
 	sn.handler.n.Store(n)
 	go func() { sn.done <- n.Run(ctx) }()
 	return nil
@@ -348,20 +352,23 @@ func (s *nodeSim) stopNode(sn *simNode) {
 }
 
 func (s *nodeSim) closeHost(sn *simNode) {
-	if sn.host != nil {
+	sn.mu.Lock()
+	h := sn.host
+	sn.host = nil
+	sn.mu.Unlock()
+	if h != nil {
 		s.mu.Lock()
 		if s.traffic == nil {
 			s.traffic = map[string]p2p.Traffic{}
 		}
-		for k, v := range sn.host.Traffic() {
+		for k, v := range h.Traffic() {
 			t := s.traffic[k]
 			t.In += v.In
 			t.Out += v.Out
 			s.traffic[k] = t
 		}
 		s.mu.Unlock()
-		sn.host.Close()
-		sn.host = nil
+		h.Close()
 	}
 }
 

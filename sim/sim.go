@@ -61,6 +61,8 @@ type Result struct {
 	TargetRound int           // first round reaching Config.Target; 0 if none
 	Elapsed     time.Duration
 	Traffic     map[string]p2p.Traffic // over libp2p: bytes by protocol, all members
+	// CrashPointsFired counts the Faults.CrashPoints that fired.
+	CrashPointsFired int
 }
 
 // Observer receives progress while a simulation runs. Either field may be nil.
