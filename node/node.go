@@ -49,6 +49,7 @@ type Store interface {
 	Apply(a store.Applied) error
 	LastApplied() (store.Applied, error)
 	CompactRaft(index uint64) error
+	DeleteBlob(d store.Digest) error
 }
 
 var _ Store = (*store.DB)(nil)
@@ -109,12 +110,15 @@ type Node struct {
 	wake   chan struct{} // signalled when queue becomes non-empty
 	busy   atomic.Int64
 	onTick []func() // retries waiting for the next tick
-	tasks  sync.WaitGroup
-	model  *fedavg.Global // G(applied round), cached
-	apply  *round.ApplyTask
-	alarms []string
-	done   chan struct{}
-	err    error
+	// blobRound is the round in which this run stored each blob, so blobs
+	// older than the retention window are deleted (on the loop only).
+	blobRound map[round.Digest]uint64
+	tasks     sync.WaitGroup
+	model     *fedavg.Global // G(applied round), cached
+	apply     *round.ApplyTask
+	alarms    []string
+	done      chan struct{}
+	err       error
 
 	// Read by the transport's goroutines (validators, servers).
 	applied  atomic.Uint64                     // last decided round
@@ -209,7 +213,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, m: m, strategy: strategy, dim: len(g0.Weights),
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), done: make(chan struct{}), blobRound: map[round.Digest]uint64{}}
 	n.setRaftPeers(p.Members)
 	if n.model, err = n.modelOrFetch(context.Background(), m.State().Model); err != nil {
 		return nil, fmt.Errorf("node: applied model: %w", err)
@@ -545,7 +549,10 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 			return func() { n.m.Decline(t.Round) }
 		}
 		n.servable.Store([32]byte(d), struct{}{})
-		return func() { n.m.Trained(t.Round, d, int64(len(b)), examples) }
+		return func() {
+			n.blobRound[d] = t.Round
+			n.m.Trained(t.Round, d, int64(len(b)), examples)
+		}
 	})
 }
 
@@ -562,7 +569,12 @@ func (n *Node) fetch(ctx context.Context, d round.Digest, from identity.PeerID, 
 		if err == nil {
 			_, err = n.cfg.Store.PutBlob(b)
 		}
-		return func() { then(err) }
+		return func() {
+			if err == nil {
+				n.blobRound[d] = n.m.State().Round + 1
+			}
+			then(err)
+		}
 	})
 }
 
@@ -615,6 +627,7 @@ func (n *Node) aggregate(ctx context.Context, t *round.AggregateTask) {
 		if _, err = n.cfg.Store.PutBlob(g.Encode()); err != nil {
 			err = fmt.Errorf("node: store model: %w", err)
 		}
+		n.blobRound[d] = t.Round
 		n.servable.Store([32]byte(d), struct{}{})
 	}
 	n.m.Aggregated(t, d, err)
@@ -644,12 +657,36 @@ func (n *Node) applyTask(ctx context.Context, t *round.ApplyTask) error {
 	}
 	n.model = g
 	n.servable.Store([32]byte(d), struct{}{})
+	n.blobRound[d] = t.Entry.Round
 	n.m.Applied(t, d, nil)
+	n.collectBlobs(t.Entry.Round, d)
 	n.log.Info("applied", "round", t.Entry.Round, "kind", t.Entry.Kind, "included", len(t.Entry.Included), "model", d.String()[:12])
 	if n.cfg.OnApply != nil {
 		n.cfg.OnApply(Applied{Round: t.Entry.Round, Index: t.Index, Entry: t.Entry, Model: g})
 	}
 	return nil
+}
+
+// collectBlobs deletes the blobs this run stored more than twice
+// retain_rounds rounds ago (the log behind a snapshot can reach that far
+// back, and members catching up through it fetch those blobs); the applied
+// model is always kept. Blobs stored before a restart are not tracked and
+// stay.
+func (n *Node) collectBlobs(applied uint64, model round.Digest) {
+	keep := 2*uint64(max(n.cfg.Manifest.Round.RetainRounds, 1)) + 1
+	if applied <= keep {
+		return
+	}
+	for d, r := range n.blobRound {
+		if r+keep < applied && d != model {
+			if err := n.cfg.Store.DeleteBlob(d); err != nil {
+				n.log.Warn("delete old blob", "digest", d.String()[:12], "err", err)
+				continue
+			}
+			delete(n.blobRound, d)
+			n.servable.Delete([32]byte(d))
+		}
+	}
 }
 
 // install adopts a snapshot's state: the model blob is obtained (from any

@@ -29,6 +29,7 @@ func (f fixedTrainer) Train(_ context.Context, r uint64, g *fedavg.Global, _ fed
 }
 
 type testNet struct {
+	dbs   []*store.DB
 	nodes []*Node
 	ids   []identity.Identity
 	net   *MemNet
@@ -41,6 +42,13 @@ func newTestNet(t *testing.T, n int) *testNet { return newTestNetRounds(t, n, 2)
 // joiners that are not in the manifest.
 func newTestNetRounds(t *testing.T, n, rounds int, joiners ...identity.Identity) *testNet {
 	t.Helper()
+	return newTestNetRetain(t, n, rounds, 0, joiners...)
+}
+
+// newTestNetRetain is newTestNetRounds with the manifest's retain_rounds
+// (0: the default) and the members' stores kept in tn.dbs.
+func newTestNetRetain(t *testing.T, n, rounds, retain int, joiners ...identity.Identity) *testNet {
+	t.Helper()
 	tn := &testNet{net: NewMemNet(1)}
 	var pids []identity.PeerID
 	for i := range n {
@@ -50,6 +58,9 @@ func newTestNetRounds(t *testing.T, n, rounds int, joiners ...identity.Identity)
 	tn.man = manifest.Example(pids)
 	tn.man.Model.Arch = "logreg"
 	tn.man.Training.Rounds = rounds
+	if retain > 0 {
+		tn.man.Round.RetainRounds = retain
+	}
 	tn.man.Round.Deadline = manifest.Duration(2 * time.Second)
 	require.NoError(t, tn.man.Validate())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -60,6 +71,7 @@ func newTestNetRounds(t *testing.T, n, rounds int, joiners ...identity.Identity)
 		db, err := store.Open(t.TempDir(), store.Options{NoSync: true})
 		require.NoError(t, err)
 		t.Cleanup(func() { db.Close() })
+		tn.dbs = append(tn.dbs, db)
 		h := &lateHandler{}
 		conn := tn.net.Join(id.ID, h, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
 		nd, err := New(Config{Identity: id, Manifest: tn.man, Store: db, Network: conn, Trainer: fixedTrainer{scale: float32(i + 1)},
@@ -288,4 +300,27 @@ func TestAddMemberThreeOfFive(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestOldBlobsAreCollected: with retain_rounds 1, blobs older than the
+// window are deleted; the applied model and the recent rounds' stay.
+func TestOldBlobsAreCollected(t *testing.T) {
+	tn := newTestNetRetain(t, 3, 8, 1)
+	tn.run(t, func() bool {
+		for _, n := range tn.nodes {
+			if n.Status().Applied < 8 {
+				return false
+			}
+		}
+		return true
+	})
+	blobs, err := tn.dbs[0].Blobs()
+	require.NoError(t, err)
+	// Rounds 5..8 are inside the window (2 x retain + 1 = 3 rounds behind
+	// round 8): at most 4 rounds of 3 updates and a model, plus genesis.
+	require.LessOrEqual(t, len(blobs), 4*4+1, "old blobs were not collected")
+	final := mustHex(t, tn.nodes[0].Status().Model)
+	var d store.Digest
+	copy(d[:], final)
+	require.True(t, tn.dbs[0].HasBlob(d), "the applied model was deleted")
 }
