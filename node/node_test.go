@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
@@ -253,6 +254,8 @@ func TestAddMemberThreeOfFive(t *testing.T) {
 	tn := newTestNetRounds(t, 5, 6)
 	tn.run(t, func() bool { return tn.nodes[0].Status().Applied >= 1 })
 	cid := tn.nodes[0].Consortium()
+	// propose hands req to the leader, retrying while leadership moves or
+	// raft drops the proposal (a transfer in progress).
 	propose := func(req *round.AddMember) {
 		t.Helper()
 		done := false
@@ -260,7 +263,7 @@ func TestAddMemberThreeOfFive(t *testing.T) {
 			for _, n := range tn.nodes {
 				if !done && n.Status().Leader {
 					err := n.ProposeAddMember(context.Background(), req)
-					if !errors.Is(err, round.ErrNotLeader) { // the status may lag a leadership change
+					if !errors.Is(err, round.ErrNotLeader) && !errors.Is(err, raft.ErrProposalDropped) {
 						require.NoError(t, err)
 						done = true
 					}
@@ -292,9 +295,15 @@ func TestAddMemberThreeOfFive(t *testing.T) {
 		three.Sign(cid, tn.ids[i])
 	}
 	propose(three)
+	// Raft turns a conf change proposed while another is pending into an
+	// empty entry: propose again until the member is in.
+	waited := 0
 	tn.run(t, func() bool {
 		for _, n := range tn.nodes {
 			if n.Status().Members != 6 {
+				if waited++; waited%200 == 0 {
+					propose(three)
+				}
 				return false
 			}
 		}
