@@ -233,6 +233,9 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 		time.Sleep(1200 * time.Millisecond)
 	}
 	s.stopAll()
+	// Compare every member's model of the goal round: with StopAtTarget
+	// some members may already have applied a round or two beyond it.
+	goal := s.goal()
 	var final *fedavg.Global
 	for _, sn := range s.nodes {
 		db, err := store.Open(sn.dir, store.Options{NoSync: true})
@@ -240,6 +243,9 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 			return nil, err
 		}
 		last, err := db.LastApplied()
+		if err == nil && last.Round > goal {
+			last, err = db.Outcome(goal)
+		}
 		var b []byte
 		if err == nil {
 			b, err = db.Blob(last.Model)
@@ -382,7 +388,9 @@ func (s *nodeSim) stopAll() {
 func (s *nodeSim) onApply(a node.Applied) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.decided[a.Round] || s.err != nil {
+	if s.decided[a.Round] || s.err != nil || (s.c.StopAtTarget && s.res.TargetRound > 0) {
+		// Rounds past the target are only the members finishing up: the
+		// report ends at the target round, as the direct loop's does.
 		return
 	}
 	s.decided[a.Round] = true

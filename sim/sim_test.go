@@ -286,3 +286,22 @@ func TestLibp2pMatchesDirectLoop(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, direct.Final.Digest(), got.Final.Digest())
 }
+
+// TestNodesStopAtTarget: the nodes stop at the first round reaching the
+// target; members that applied a round beyond it are compared (and the
+// report ends) at the target round, as in the direct loop.
+func TestNodesStopAtTarget(t *testing.T) {
+	data := smallMNIST(t, 5000, 1000)
+	c := smallConfig()
+	c.Rounds = 10
+	c.Target = 0.5
+	c.StopAtTarget = true
+	direct, err := Run(context.Background(), c, data, Observer{})
+	require.NoError(t, err)
+	nodes, err := RunNodes(context.Background(), c, data, Faults{}, Observer{})
+	require.NoError(t, err)
+	require.Equal(t, direct.TargetRound, nodes.TargetRound)
+	require.Len(t, nodes.Rounds, len(direct.Rounds))
+	require.Equal(t, direct.Final.Digest(), nodes.Final.Digest())
+	require.Equal(t, direct.Metrics.Accuracy, nodes.Metrics.Accuracy)
+}
