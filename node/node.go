@@ -88,6 +88,9 @@ type Config struct {
 	Crash func(point string) error
 }
 
+// maxAlarms bounds the alarms a node keeps for /status.
+const maxAlarms = 64
+
 // Crash points of the event loop.
 const (
 	CrashBeforePersist = "ready.before-persist"
@@ -466,7 +469,12 @@ func (n *Node) ready(ctx context.Context) error {
 			return err
 		}
 		for _, a := range rd.Alarms {
+			// Keep the latest alarms only: they are copied into every
+			// status, and a misbehaving peer can raise one per message.
 			n.alarms = append(n.alarms, a)
+			if len(n.alarms) > maxAlarms {
+				n.alarms = slices.Delete(n.alarms, 0, len(n.alarms)-maxAlarms)
+			}
 			n.log.Warn("alarm", "round", n.m.State().Round+1, "alarm", a)
 		}
 		if c := rd.Compact; c != nil {

@@ -857,8 +857,8 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	m.startRound()
 }
 
-// Rejected reports that the caller could not apply the task because a blob
-// it names is missing; the task is handed out again later.
+// Retry hands a pending ApplyTask out again: the caller could not carry it
+// out yet (a blob it names was still being fetched).
 func (m *Machine) Retry(t *ApplyTask) {
 	if m.pending != nil && m.pending.Index == t.Index {
 		m.out.Apply = m.pending
