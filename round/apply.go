@@ -1,0 +1,147 @@
+package round
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/globalbrain/globalbrain/identity"
+)
+
+func (m *Machine) invalid(ent *pb.Entry, e *Entry, err error) {
+	r := m.st.Round + 1
+	if e != nil {
+		r = e.Round
+	}
+	m.alarm("invalid entry %d (term %d) for round %d skipped: %v", ent.GetIndex(), ent.GetTerm(), r, err)
+	m.gossip(&Message{Kind: KindInvalid, Round: max(r, 1), Index: ent.GetIndex(), Reason: err.Error()})
+	if m.IsLeader() && ent.GetTerm() == m.term() {
+		// We proposed an invalid entry: give up leadership.
+		m.leaderTerm = 0
+		for id := range m.voters {
+			if id != m.id {
+				m.rn.TransferLeader(id)
+				break
+			}
+		}
+	}
+}
+
+// validate is the validity function: a pure function of the applied state and
+// the entry (the recomputed model digest is checked by the ApplyTask).
+func (m *Machine) validate(e *Entry) error {
+	r := m.st.Round + 1
+	switch {
+	case e.Round < r:
+		return fmt.Errorf("%w: entry for decided round %d", ErrStale, e.Round)
+	case e.Round > r:
+		return fmt.Errorf("entry for round %d, next is %d", e.Round, r)
+	case e.Base != m.st.Model:
+		return fmt.Errorf("base %s, applied model is %s", e.Base.String()[:12], m.st.Model.String()[:12])
+	case e.Prev != m.st.Chain:
+		return fmt.Errorf("chain hash does not follow the applied outcome")
+	}
+	if e.Kind == EntryAbandon {
+		if e.Result != e.Base || len(e.Included) > 0 {
+			return errors.New("abandon must keep the model and include nothing")
+		}
+		return nil
+	}
+	if e.Aggregator != m.p.Aggregator {
+		return fmt.Errorf("aggregator %q, want %q", e.Aggregator, m.p.Aggregator)
+	}
+	if len(e.Included) < m.p.MinParticipants {
+		return fmt.Errorf("%d included, min_participants %d", len(e.Included), m.p.MinParticipants)
+	}
+	sample := m.Sample(r)
+	for i, a := range e.Included {
+		if a == nil {
+			return errors.New("empty inclusion")
+		}
+		if i > 0 && identity.Compare(e.Included[i-1].Author, a.Author) >= 0 {
+			return errors.New("inclusions not in strictly increasing peer-ID order")
+		}
+		if a.Kind != KindAnnounce || a.Round != r {
+			return fmt.Errorf("inclusion %d is not an announcement for round %d", i, r)
+		}
+		if !contains(sample, a.Author) {
+			return fmt.Errorf("%w: %s", ErrNotSampled, a.Author.Short())
+		}
+		if err := m.checkAnnouncement(a); err != nil {
+			return err
+		}
+		// Always verified: validity must not depend on what gossip this
+		// member happened to see (a repeat's unsigned fields may differ).
+		if err := a.Verify(m.p.Consortium); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Applied reports the result of an ApplyTask: the recomputed model digest, or
+// an error if the outcome could not be computed from the named blobs (an
+// invalid entry). On success the caller has already persisted the outcome.
+func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
+	if m.pending == nil || t.Index != m.pending.Index {
+		return
+	}
+	m.pending = nil
+	if err == nil && model != t.Entry.Result {
+		err = fmt.Errorf("recomputed model %s, entry says %s", model.String()[:12], t.Entry.Result.String()[:12])
+	}
+	if err != nil {
+		m.Counters.InvalidEntries++
+		m.invalid(&pb.Entry{Index: proto.Uint64(t.Index)}, t.Entry, err)
+		return
+	}
+	m.st = State{Index: t.Index, Round: t.Entry.Round, Model: model, Chain: t.Chain}
+	att := &Message{Kind: KindAttest, Round: m.st.Round, Index: t.Index, Digest: model}
+	m.gossip(att)
+	if m.isVoter() {
+		m.recordAttest(att)
+	}
+	m.checkAttestations(m.st.Round)
+	m.hist = append(m.hist, histEntry{m.st, slices.Clone(m.members)})
+	if len(m.hist) > 2*m.p.RetainRounds+2 {
+		m.hist = m.hist[1:]
+	}
+	m.snapDue = true // after Advance: the entry must be in storage first
+	m.startRound()
+}
+
+// Retry hands a pending ApplyTask out again: the caller could not carry it
+// out yet (a blob it names was still being fetched).
+func (m *Machine) Retry(t *ApplyTask) {
+	if m.pending != nil && m.pending.Index == t.Index {
+		m.out.Apply = m.pending
+	}
+}
+
+// checkAttestations applies the halt rule: a member whose applied digest for
+// round r contradicts signed attestations from a majority of voters halts.
+func (m *Machine) checkAttestations(r uint64) {
+	if r != m.st.Round || m.halted != "" {
+		return
+	}
+	against := 0
+	for _, a := range m.attests[r] {
+		if a.Digest != m.st.Model {
+			against++
+		}
+	}
+	if against > len(m.p.Voters)/2 {
+		m.halted = fmt.Sprintf("round %d: applied model %s contradicts %d voters' attestations", r, m.st.Model.String()[:12], against)
+		m.alarm("halted: %s", m.halted)
+	}
+}
+
+func (m *Machine) recordAttest(a *Message) {
+	if m.attests[a.Round] == nil {
+		m.attests[a.Round] = map[string]*Message{}
+	}
+	m.attests[a.Round][string(a.Author)] = a
+}

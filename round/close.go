@@ -1,0 +1,139 @@
+package round
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/globalbrain/globalbrain/identity"
+)
+
+// Tick advances logical time by one tick.
+func (m *Machine) Tick() {
+	m.rn.Tick()
+	if m.halted != "" || m.Done() {
+		return
+	}
+	m.cur.ticks++
+	m.idleTicks++
+	if q := max(m.p.DeadlineTicks/4, 1); m.cur.ticks%q == 0 {
+		// Repeat the announcement and the Haves until the round closes, so
+		// a new or restarted leader hears them.
+		if m.cur.own != nil {
+			m.out.Gossip = append(m.out.Gossip, m.cur.own)
+		}
+		m.out.Gossip = append(m.out.Gossip, m.cur.myHaves...)
+	}
+	if m.IsLeader() {
+		m.idleTicks = 0 // a leader's own stall is for the others to judge
+	}
+	if m.idleTicks >= 2*m.p.DeadlineTicks && m.isVoter() {
+		// No progress for 2 deadlines: one designated voter asks for
+		// leadership (several at once would abort each other's transfers).
+		m.idleTicks = 0
+		m.stalls++
+		if m.successor() == m.id {
+			m.rn.TransferLeader(m.id)
+		}
+	}
+	if m.IsLeader() && m.cur.proposed >= 0 && m.cur.ticks-m.cur.proposed >= m.p.DeadlineTicks/2 {
+		m.cur.proposed = -1 // the proposal was dropped: propose again
+		m.Counters.Reproposals++
+	}
+	m.maybeClose()
+}
+
+// successor is the voter that asks for leadership after a stall: the same
+// on every member, a different one after each further stall.
+func (m *Machine) successor() uint64 {
+	lead := m.Leader()
+	var cands []uint64
+	for _, v := range m.p.Voters {
+		if id := RaftID(v); id != lead {
+			cands = append(cands, id)
+		}
+	}
+	return cands[(m.st.Round+m.stalls)%uint64(len(cands))]
+}
+
+// Aggregated reports the outcome the leader computed for an AggregateTask.
+func (m *Machine) Aggregated(t *AggregateTask, result Digest, err error) {
+	if t.Round != m.cur.round || t.Base != m.st.Model {
+		return // a task of a decided round
+	}
+	m.cur.aggregating = false
+	if !m.IsLeader() {
+		return
+	}
+	if err != nil {
+		// Aggregation is deterministic: every member would fail the same
+		// way, so retrying cannot help. Close the round without a model.
+		m.alarm("round %d: aggregation failed, abandoning the round: %v", t.Round, err)
+		m.propose(&Entry{Kind: EntryAbandon, Round: t.Round, Base: m.st.Model, Prev: m.st.Chain, Result: m.st.Model,
+			Reason: fmt.Sprintf("aggregation failed: %v", err)})
+		return
+	}
+	e := &Entry{Kind: EntryCommit, Round: t.Round, Base: t.Base, Prev: m.st.Chain, Included: t.Included,
+		Aggregator: m.p.Aggregator, Result: result}
+	m.propose(e)
+}
+
+func (m *Machine) propose(e *Entry) {
+	if err := m.rn.Propose(e.Encode()); err != nil {
+		m.alarm("round %d: proposal dropped: %v", e.Round, err)
+		return
+	}
+	m.cur.proposed = m.cur.ticks
+}
+
+// includable returns the current round's announcements the leader may include:
+// it holds the blob and at least floor((voters-1)/2) other voters said Have.
+func (m *Machine) includable() []*Message {
+	need := (len(m.p.Voters) - 1) / 2
+	var out []*Message
+	for _, a := range m.cur.anns {
+		if !m.cur.have[a.Digest] {
+			continue
+		}
+		others := 0
+		for h := range m.cur.haves[a.Digest] {
+			if _, voter := m.voters[RaftID(identity.PeerID(h))]; voter && h != string(m.self.ID) {
+				others++
+			}
+		}
+		if others >= need {
+			out = append(out, a)
+		}
+	}
+	sortAnnouncements(out)
+	return out
+}
+
+// maybeClose is the leader's closing rule for the current round.
+func (m *Machine) maybeClose() {
+	if !m.IsLeader() || m.leaderTerm != m.term() || m.halted != "" || m.Done() ||
+		m.pending != nil || len(m.queue) > 0 || m.cur.aggregating || m.cur.proposed >= 0 {
+		return
+	}
+	sample := m.Sample(m.cur.round)
+	target := m.p.Target(len(m.roundMembers))
+	inc := m.includable()
+	resolved := true
+	for _, id := range sample {
+		if m.cur.declines[string(id)] {
+			continue
+		}
+		if !slices.ContainsFunc(inc, func(a *Message) bool { return identity.Compare(a.Author, id) == 0 }) {
+			resolved = false
+			break
+		}
+	}
+	late := m.cur.ticks >= m.p.DeadlineTicks
+	switch {
+	case len(inc) >= m.p.MinParticipants && (len(inc) >= target || resolved || late):
+		m.cur.aggregating = true
+		m.out.Aggregate = &AggregateTask{Round: m.cur.round, Base: m.st.Model, Included: inc}
+	case late || resolved:
+		m.propose(&Entry{Kind: EntryAbandon, Round: m.cur.round, Base: m.st.Model, Prev: m.st.Chain, Result: m.st.Model,
+			Reason: fmt.Sprintf("%d includable updates, min_participants %d", len(inc), m.p.MinParticipants)})
+	}
+}

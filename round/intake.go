@@ -1,0 +1,197 @@
+package round
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/globalbrain/globalbrain/identity"
+)
+
+// Errors a gossiped message can be refused with.
+var (
+	ErrStale       = errors.New("round: stale")        // outside the window: ignore
+	ErrNotMember   = errors.New("round: not a member") // reject
+	ErrNotSampled  = errors.New("round: not sampled")  // reject
+	ErrEquivocated = errors.New("round: equivocation") // a second, different announcement: reject, kept
+	ErrWrongBase   = errors.New("round: wrong base")   // reject
+	ErrBadLength   = errors.New("round: wrong length") // reject
+	ErrOverCap     = errors.New("round: example count above the cap")
+	ErrHalted      = errors.New("round: halted")
+)
+
+// StepRaft feeds a Raft message from another member.
+func (m *Machine) StepRaft(msg *pb.Message) error {
+	if m.halted != "" {
+		return ErrHalted
+	}
+	return m.rn.Step(msg)
+}
+
+// Step feeds a gossiped message. The error says whether to reject it
+// (forged, malformed, not a member: feeds peer scoring) or to ignore it
+// (ErrStale: outside the window [applied-1, applied+2]).
+func (m *Machine) Step(msg *Message) error {
+	if err := m.step(msg); err != nil {
+		if errors.Is(err, ErrStale) {
+			m.Counters.IgnoredMessages++
+		} else {
+			m.Counters.RejectedMessages++
+		}
+		return err
+	}
+	return nil
+}
+
+func (m *Machine) step(msg *Message) error {
+	if !contains(m.members, msg.Author) {
+		return fmt.Errorf("%w: %s", ErrNotMember, msg.Author.Short())
+	}
+	if msg.Round+1 < m.st.Round || msg.Round > m.st.Round+2 {
+		return fmt.Errorf("%w: round %d, applied %d", ErrStale, msg.Round, m.st.Round)
+	}
+	author := string(msg.Author)
+	if _, voter := m.voters[RaftID(msg.Author)]; (msg.Kind == KindAttest || msg.Kind == KindHave) && !voter {
+		return nil // only voters' attestations and Haves count: no need to verify the rest
+	}
+	if !m.seen(msg) {
+		if err := msg.Verify(m.p.Consortium); err != nil {
+			return err
+		}
+	}
+	switch msg.Kind {
+	case KindAttest:
+		if _, ok := m.voters[RaftID(msg.Author)]; ok {
+			m.recordAttest(msg)
+			m.checkAttestations(msg.Round)
+		}
+		return nil
+	case KindInvalid:
+		m.alarm("member %s skipped entry %d of round %d: %s", msg.Author.Short(), msg.Index, msg.Round, msg.Reason)
+		return nil
+	}
+	if msg.Round != m.cur.round {
+		return nil // a neighbouring round's traffic: valid, nothing to do with it now
+	}
+	switch msg.Kind {
+	case KindAnnounce:
+		if err := m.checkAnnouncement(msg); err != nil {
+			return err
+		}
+		if prev, ok := m.cur.anns[author]; ok {
+			if sameAnnouncement(prev, msg) {
+				m.want(msg.Digest, msg.Author) // a failed fetch is retried on the repeat
+				return nil
+			}
+			m.alarm("equivocation: %s announced two updates for round %d (%s, %s)", msg.Author.Short(), msg.Round, prev.Digest.String()[:12], msg.Digest.String()[:12])
+			return fmt.Errorf("%w: %s round %d", ErrEquivocated, msg.Author.Short(), msg.Round)
+		}
+		m.cur.anns[author] = msg
+		m.want(msg.Digest, msg.Author)
+	case KindHave:
+		if m.cur.haves[msg.Digest] == nil {
+			m.cur.haves[msg.Digest] = map[string]bool{}
+		}
+		m.cur.haves[msg.Digest][author] = true
+	case KindDecline:
+		if !contains(m.Sample(msg.Round), msg.Author) {
+			return fmt.Errorf("%w: %s declined round %d", ErrNotSampled, msg.Author.Short(), msg.Round)
+		}
+		m.cur.declines[author] = true
+	}
+	m.maybeClose()
+	return nil
+}
+
+// seen reports whether msg repeats, signature included, a message already
+// verified and recorded for the current round: repeats are common (members
+// re-announce every deadline/4) and need no second verification.
+func (m *Machine) seen(msg *Message) bool {
+	if msg.Round != m.cur.round {
+		return false
+	}
+	switch msg.Kind {
+	case KindAnnounce:
+		prev, ok := m.cur.anns[string(msg.Author)]
+		return ok && sameAnnouncement(prev, msg) && bytes.Equal(prev.Sig, msg.Sig)
+	case KindHave:
+		return m.cur.haves[msg.Digest][string(msg.Author)]
+	}
+	return false
+}
+
+// checkAnnouncement is the validity of an announcement for the current round.
+func (m *Machine) checkAnnouncement(a *Message) error {
+	switch {
+	case a.Kind != KindAnnounce:
+		return fmt.Errorf("%w: %s is not an announcement", ErrMalformed, a.Kind)
+	case !contains(m.Sample(a.Round), a.Author):
+		return fmt.Errorf("%w: %s in round %d", ErrNotSampled, a.Author.Short(), a.Round)
+	case a.Base != m.st.Model && a.Round == m.st.Round+1:
+		return fmt.Errorf("%w: %s trained from %s", ErrWrongBase, a.Author.Short(), a.Base.String()[:12])
+	case a.Length != m.p.UpdateBytes:
+		return fmt.Errorf("%w: %d bytes, want %d", ErrBadLength, a.Length, m.p.UpdateBytes)
+	case a.Examples < 1 || (m.p.MaxExamples > 0 && a.Examples > m.p.MaxExamples):
+		return fmt.Errorf("%w: %d examples, cap %d", ErrOverCap, a.Examples, m.p.MaxExamples)
+	}
+	return nil
+}
+
+func (m *Machine) want(d Digest, from identity.PeerID) {
+	if m.cur.have[d] || m.cur.fetching[d] {
+		return
+	}
+	m.cur.fetching[d] = true
+	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from})
+}
+
+// BlobStored tells the Machine that a blob is stored and verified locally.
+func (m *Machine) BlobStored(d Digest) {
+	if m.cur.have[d] {
+		return
+	}
+	m.cur.have[d] = true
+	delete(m.cur.fetching, d)
+	for _, a := range m.cur.anns {
+		if a.Digest == d {
+			h := &Message{Kind: KindHave, Round: m.cur.round, Digest: d}
+			m.gossip(h)
+			m.cur.myHaves = append(m.cur.myHaves, h)
+			if m.cur.haves[d] == nil {
+				m.cur.haves[d] = map[string]bool{}
+			}
+			m.cur.haves[d][string(m.self.ID)] = true
+			break
+		}
+	}
+	m.maybeClose()
+}
+
+// FetchFailed tells the Machine a fetch failed; it is handed out again.
+func (m *Machine) FetchFailed(d Digest) { delete(m.cur.fetching, d) }
+
+// Trained reports this member's own update for round r, already persisted as a blob.
+func (m *Machine) Trained(r uint64, d Digest, length, examples int64) {
+	if r != m.cur.round || m.cur.own != nil || m.halted != "" {
+		return
+	}
+	a := &Message{Kind: KindAnnounce, Round: r, Base: m.st.Model, Digest: d, Length: length, Examples: examples}
+	a.Sign(m.p.Consortium, m.self)
+	m.cur.own = a
+	m.out.Gossip = append(m.out.Gossip, a)
+	_ = m.step(a)
+	m.BlobStored(d)
+}
+
+// Decline reports that this member will not train round r.
+func (m *Machine) Decline(r uint64) {
+	if r != m.cur.round || m.cur.declined || m.cur.own != nil {
+		return
+	}
+	m.cur.declined = true
+	msg := &Message{Kind: KindDecline, Round: r}
+	m.gossip(msg)
+	_ = m.step(msg)
+}
