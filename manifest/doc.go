@@ -5,9 +5,10 @@
 // seed), local training, round parameters (sampling, deadline, protocol
 // tick), the aggregation strategy and the privacy mode.
 //
-// Parse and Load read a manifest strictly: unknown keys, duplicate keys,
-// values of the wrong type (a fraction in an integer field included),
-// aliases, several documents and empty input are all rejected. Omitted
+// Parse and Load read a manifest strictly, with the engine of package
+// internal/strictyaml: unknown keys, duplicate keys, values of the wrong type
+// (a fraction in an integer field included), aliases, merge keys, several
+// documents and empty input are all rejected. Omitted
 // fields take the defaults documented on each field, and the result is
 // checked by Validate. Every error is a *FieldError that names the file, the
 // line where it is known and the field in YAML's dotted form

@@ -17,6 +17,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/internal/strictyaml/yamltest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.canonical.json")
@@ -224,7 +225,7 @@ func TestCanonicalSortsKeys(t *testing.T) {
 
 func TestMarshalRoundTrip(t *testing.T) {
 	manifests := map[string]*Manifest{"Example(10)": Example(peers(10))}
-	for _, name := range fixtures(t, ".good.yaml") {
+	for _, name := range yamltest.Fixtures(t, ".good.yaml") {
 		manifests[name] = load(t, name)
 	}
 	for name, m := range manifests {

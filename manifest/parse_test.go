@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/internal/strictyaml/yamltest"
 	"github.com/globalbrain/globalbrain/train"
 	"go.yaml.in/yaml/v3"
 )
@@ -25,20 +26,8 @@ func load(t testing.TB, name string) *Manifest {
 	return m
 }
 
-func fixtures(t testing.TB, suffix string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join("testdata", "*"+suffix))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata/*%s: %v", suffix, err)
-	}
-	for i, f := range files {
-		files[i] = filepath.Base(f)
-	}
-	return files
-}
-
 func TestGoodFixtures(t *testing.T) {
-	for _, name := range fixtures(t, ".good.yaml") {
+	for _, name := range yamltest.Fixtures(t, ".good.yaml") {
 		t.Run(name, func(t *testing.T) {
 			m := load(t, name)
 			if err := m.Validate(); err != nil {
@@ -60,10 +49,7 @@ func TestGoodFixtures(t *testing.T) {
 
 // badFixtures lists every testdata/*.bad.yaml and the strings its error must
 // contain. Every validation rule and every parsing rule has one.
-var badFixtures = []struct {
-	file string
-	errs []string
-}{
+var badFixtures = []yamltest.Bad{
 	// The document.
 	{"empty.bad.yaml", []string{"empty.bad.yaml: empty, want a mapping"}},
 	{"comments_only.bad.yaml", []string{"comments_only.bad.yaml: empty, want a mapping"}},
@@ -154,57 +140,41 @@ var badFixtures = []struct {
 }
 
 func TestBadFixtures(t *testing.T) {
-	listed := map[string]bool{}
-	for _, tc := range badFixtures {
-		listed[tc.file] = true
-		t.Run(tc.file, func(t *testing.T) {
-			path := filepath.Join("testdata", tc.file)
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := Parse(data, tc.file)
-			if err == nil {
-				t.Fatalf("Parse accepted it: %+v", m)
-			}
-			if m != nil {
-				t.Errorf("Parse returned a manifest with its error")
-			}
-			if !errors.Is(err, ErrInvalid) {
-				t.Errorf("errors.Is(err, ErrInvalid) = false for %v", err)
-			}
-			lines := strings.Split(err.Error(), "\n")
-			if len(lines) != len(tc.errs) {
-				t.Errorf("got %d errors, want %d:\n%v", len(lines), len(tc.errs), err)
-			}
-			for _, line := range lines {
-				if !strings.HasPrefix(line, tc.file+":") {
-					t.Errorf("error %q does not start with the source", line)
-				}
-			}
-			for _, want := range tc.errs {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error\n  %v\ndoes not contain\n  %s", err, want)
-				}
-			}
-			// Load names the path it was given.
-			if _, err := Load(path); err == nil || !strings.HasPrefix(err.Error(), path) {
-				t.Errorf("Load(%s) = %v, want an error prefixed with the path", path, err)
-			}
-		})
-	}
-	for _, name := range fixtures(t, ".bad.yaml") {
-		if !listed[name] {
-			t.Errorf("testdata/%s is not in badFixtures", name)
+	yamltest.CheckBad(t, badFixtures, ErrInvalid, func(t *testing.T, tc yamltest.Bad) error {
+		path := filepath.Join("testdata", tc.File)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		m, err := Parse(data, tc.File)
+		if err == nil {
+			t.Fatalf("Parse accepted it: %+v", m)
+		}
+		if m != nil {
+			t.Errorf("Parse returned a manifest with its error")
+		}
+		lines := strings.Split(err.Error(), "\n")
+		if len(lines) != len(tc.Errs) {
+			t.Errorf("got %d errors, want %d:\n%v", len(lines), len(tc.Errs), err)
+		}
+		for _, line := range lines {
+			if !strings.HasPrefix(line, tc.File+":") {
+				t.Errorf("error %q does not start with the source", line)
+			}
+		}
+		// Load names the path it was given.
+		if _, err := Load(path); err == nil || !strings.HasPrefix(err.Error(), path) {
+			t.Errorf("Load(%s) = %v, want an error prefixed with the path", path, err)
+		}
+		return err
+	})
 }
 
 // TestBadModelsAgreeWithTrain holds the model rules in step with the models
 // package train can build: every model fixture this package rejects, train
 // rejects too.
 func TestBadModelsAgreeWithTrain(t *testing.T) {
-	for _, name := range fixtures(t, ".bad.yaml") {
+	for _, name := range yamltest.Fixtures(t, ".bad.yaml") {
 		if !strings.HasPrefix(name, "model_") {
 			continue
 		}
@@ -347,7 +317,7 @@ func TestFloatsInIntegerFields(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	for _, suffix := range []string{".good.yaml", ".bad.yaml"} {
-		for _, name := range fixtures(f, suffix) {
+		for _, name := range yamltest.Fixtures(f, suffix) {
 			data, err := os.ReadFile(filepath.Join("testdata", name))
 			if err != nil {
 				f.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/internal/strictyaml"
 )
 
 // Limits Validate enforces.
@@ -33,14 +34,14 @@ const (
 // Validate checks every field of m and reports every problem it finds, each
 // a *FieldError naming the field, joined with errors.Join.
 func (m *Manifest) Validate() error {
-	return join(m.validate())
+	return strictyaml.Join(m.validate())
 }
 
 // validator collects FieldErrors.
 type validator struct{ errs []*FieldError }
 
 func (v *validator) bad(field, format string, args ...any) {
-	v.errs = append(v.errs, fieldErrorf(field, format, args...))
+	v.errs = append(v.errs, dialect.Errorf(field, format, args...))
 }
 
 // finite reports a float field that is NaN or infinite and returns whether it
@@ -230,12 +231,12 @@ func (m *Manifest) validateStrategy(v *validator, trainingOK bool) {
 	probe := c
 	probe.Train = fedavg.DefaultConfig().Train
 	if err := probe.Validate(); err != nil {
-		v.errs = append(v.errs, &FieldError{Field: "strategy", Err: err})
+		v.errs = append(v.errs, dialect.Wrap("strategy", err))
 		return
 	}
 	if trainingOK {
 		if err := c.Validate(); err != nil {
-			v.errs = append(v.errs, &FieldError{Field: "training", Err: err})
+			v.errs = append(v.errs, dialect.Wrap("training", err))
 		}
 	}
 }

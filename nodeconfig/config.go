@@ -15,6 +15,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/internal/strictyaml"
 	"github.com/globalbrain/globalbrain/manifest"
 )
 
@@ -134,7 +135,7 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 
 // Validate checks every field and reports every problem, each a
 // *FieldError naming the field, joined with errors.Join.
-func (c *Config) Validate() error { return join(c.validate()) }
+func (c *Config) Validate() error { return strictyaml.Join(c.validate()) }
 
 func (c *Config) validate() []*FieldError {
 	var v validator

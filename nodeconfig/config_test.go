@@ -8,23 +8,12 @@ import (
 	"testing"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/internal/strictyaml/yamltest"
 	"github.com/globalbrain/globalbrain/manifest"
 )
 
-func fixtures(t *testing.T, suffix string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join("testdata", "*"+suffix))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata/*%s: %v", suffix, err)
-	}
-	for i, f := range files {
-		files[i] = filepath.Base(f)
-	}
-	return files
-}
-
 func TestGoodFixtures(t *testing.T) {
-	for _, name := range fixtures(t, ".good.yaml") {
+	for _, name := range yamltest.Fixtures(t, ".good.yaml") {
 		t.Run(name, func(t *testing.T) {
 			c, err := Load(filepath.Join("testdata", name))
 			if err != nil {
@@ -47,10 +36,7 @@ func TestGoodFixtures(t *testing.T) {
 
 // badFixtures lists every testdata/*.bad.yaml and the strings its error must
 // contain.
-var badFixtures = []struct {
-	file string
-	errs []string
-}{
+var badFixtures = []yamltest.Bad{
 	// The document.
 	{"empty.bad.yaml", []string{"empty.bad.yaml: empty, want a mapping"}},
 	{"comments_only.bad.yaml", []string{"comments_only.bad.yaml: empty, want a mapping"}},
@@ -100,37 +86,14 @@ var badFixtures = []struct {
 	{"max_examples_negative.bad.yaml", []string{"max_examples_negative.bad.yaml:3: max_examples: -5, want >= 0"}},
 
 	// Every problem at once.
-	{"several.bad.yaml", []string{
-		"several.bad.yaml: manifest: required",
-		`several.bad.yaml:2: log_level: "loud" unknown`,
-		"several.bad.yaml:3: max_examples: -1, want >= 0",
-	}},
+	{"several.bad.yaml", []string{"several.bad.yaml: manifest: required", `several.bad.yaml:2: log_level: "loud" unknown`, "several.bad.yaml:3: max_examples: -1, want >= 0"}},
 }
 
 func TestBadFixtures(t *testing.T) {
-	listed := map[string]bool{}
-	for _, tc := range badFixtures {
-		listed[tc.file] = true
-		t.Run(tc.file, func(t *testing.T) {
-			_, err := Load(filepath.Join("testdata", tc.file))
-			if err == nil {
-				t.Fatal("loaded without error")
-			}
-			if !errors.Is(err, ErrInvalid) {
-				t.Errorf("error does not match ErrInvalid: %v", err)
-			}
-			for _, want := range tc.errs {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error\n  %v\ndoes not contain\n  %s", err, want)
-				}
-			}
-		})
-	}
-	for _, f := range fixtures(t, ".bad.yaml") {
-		if !listed[f] {
-			t.Errorf("testdata/%s has no entry in badFixtures", f)
-		}
-	}
+	yamltest.CheckBad(t, badFixtures, ErrInvalid, func(t *testing.T, tc yamltest.Bad) error {
+		_, err := Load(filepath.Join("testdata", tc.File))
+		return err
+	})
 }
 
 func TestDefaultsAndPaths(t *testing.T) {

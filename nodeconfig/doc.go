@@ -25,8 +25,9 @@
 //	  index: 0                          # ... and this node trains on part 0
 //	max_examples: 0                     # 0: the manifest's cap
 //
-// Load reads a file strictly: unknown keys, duplicate keys, aliases, values
-// of the wrong type and several documents are rejected, omitted fields take
+// Load reads a file strictly, with the engine of package internal/strictyaml:
+// unknown keys, duplicate keys, aliases, anchors, merge keys, values of the
+// wrong type and several documents are rejected, omitted fields take
 // the defaults of Default (applied in UnmarshalYAML), and the result is
 // checked by Validate. Every problem is a *FieldError that names the file,
 // the line where it is known and the field in YAML's dotted form
