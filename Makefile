@@ -4,7 +4,7 @@ BIN     := bin/globalbrain
 # Packages that run goroutines are also tested under the race detector.
 RACE    := ./sim/... ./node/... ./store/... ./round ./p2p/... ./api/... ./cmd/...
 
-.PHONY: build test demo bench lint clean
+.PHONY: build test testdeps demo bench lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/globalbrain
@@ -14,7 +14,29 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-test: lint
+# Fashion-MNIST, which the train tests read, comes from a Debian package.
+# FASHION_MNIST_DIR is train.FashionMNISTDir (override it only to try this target).
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+FASHION_MNIST_PKG := dataset-fashion-mnist
+
+# testdeps installs what the tests need when it is missing: as root, or
+# through sudo -n; otherwise it stops and says what to install.
+testdeps:
+	@if [ -d "$(FASHION_MNIST_DIR)" ]; then exit 0; fi; \
+	need="make test needs Fashion-MNIST in $(FASHION_MNIST_DIR), from the Debian package $(FASHION_MNIST_PKG)"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "$$need, and there is no apt-get here: install $(FASHION_MNIST_PKG), or put its four *-ubyte.gz files in $(FASHION_MNIST_DIR)" >&2; exit 1; \
+	fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "$$need: run  sudo apt-get install $(FASHION_MNIST_PKG)  (or make testdeps as root), then make test again" >&2; exit 1; \
+	fi; \
+	echo "installing $(FASHION_MNIST_PKG) (Fashion-MNIST, for the tests)"; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FASHION_MNIST_PKG) || exit 1; \
+	if [ ! -d "$(FASHION_MNIST_DIR)" ]; then echo "$$need: $(FASHION_MNIST_PKG) is installed but $(FASHION_MNIST_DIR) is still missing" >&2; exit 1; fi
+
+test: lint testdeps
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race $(RACE)
 	GOAMD64=v3 $(GO) test -count=1 ./fedavg/...
