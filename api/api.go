@@ -110,10 +110,17 @@ const MaxRequestBytes = 1 << 20
 // New builds the API over src, registering its metrics on reg, which
 // /metrics serves.
 func New(src Source, reg *prometheus.Registry, log *slog.Logger) *Server {
+	return NewServer(src, reg, NewMetrics(reg), log)
+}
+
+// NewServer builds the API over src with metrics already registered on
+// reg (NewMetrics), adding those read from src at scrape time.
+func NewServer(src Source, reg *prometheus.Registry, metrics *Metrics, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{src: src, metrics: NewMetrics(reg, src), log: log, mux: http.NewServeMux()}
+	reg.MustRegister(&collector{src: src})
+	s := &Server{src: src, metrics: metrics, log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /status", s.status)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: slogErrors{log}}))
 	s.mux.HandleFunc("POST /member/submit", s.submit)

@@ -55,8 +55,10 @@ type Metrics struct {
 // PhaseBuckets are the buckets of globalbrain_phase_seconds.
 var PhaseBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
-// NewMetrics registers the node's metrics on reg, reading src when scraped.
-func NewMetrics(reg prometheus.Registerer, src Source) *Metrics {
+// NewMetrics registers the node's event metrics on reg (NewServer adds the
+// ones read from the node when scraped), so the transport and the node can
+// feed them before the API exists.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "globalbrain_updates_total",
@@ -76,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer, src Source) *Metrics {
 			Buckets: PhaseBuckets,
 		}, []string{"phase"}),
 	}
-	reg.MustRegister(m.updates, m.applied, m.included, m.phase, &collector{src: src})
+	reg.MustRegister(m.updates, m.applied, m.included, m.phase)
 	return m
 }
 

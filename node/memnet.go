@@ -10,12 +10,14 @@ import (
 
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 // MemNet is an in-memory network joining the members of one process. It
-// delivers by calling the receiver's Handler directly, drops a seeded
-// fraction of gossip and Raft messages on request, and cuts links for
-// partitions. Blobs are fetched straight from the holder's store.
+// judges gossip with the receiver's gate and delivers into the receiver's
+// bounded inbox as the libp2p transport does, drops a seeded fraction of
+// gossip and Raft messages on request, and cuts links for partitions.
+// Blobs are fetched straight from the holder's store.
 type MemNet struct {
 	mu       sync.Mutex
 	ends     map[string]*memEnd
@@ -24,12 +26,17 @@ type MemNet struct {
 	rng      *rand.Rand
 	dropRate float64
 	dropped  int
+	full     int
 }
 
+// memInbox bounds each member's inbox; a full inbox drops and counts.
+const memInbox = 4096
+
 type memEnd struct {
-	id      identity.PeerID
-	handler Handler
-	blob    func(round.Digest) ([]byte, error)
+	id    identity.PeerID
+	gate  *round.Gate
+	inbox chan wire.Inbound
+	blob  func(round.Digest) ([]byte, error)
 }
 
 // NewMemNet returns an empty network whose drops follow seed.
@@ -40,16 +47,36 @@ func NewMemNet(seed uint64) *MemNet {
 // ErrUnreachable is returned for a member that is down or cut off.
 var ErrUnreachable = errors.New("node: member unreachable")
 
-// Join attaches a member: its traffic goes to h, its blobs are read with blob.
-func (net *MemNet) Join(id identity.PeerID, h Handler, blob func(round.Digest) ([]byte, error)) Network {
+// Join attaches a member: gossip for it is judged by gate, its blobs are
+// read with blob. A member that joins again (restarted) gets a new inbox.
+func (net *MemNet) Join(id identity.PeerID, gate *round.Gate, blob func(round.Digest) ([]byte, error)) Network {
 	net.mu.Lock()
 	defer net.mu.Unlock()
 	k := string(id)
 	if !slices.Contains(net.order, k) {
 		net.order = append(net.order, k)
 	}
-	net.ends[k] = &memEnd{id: id, handler: h, blob: blob}
-	return &memConn{net: net, self: id}
+	e := &memEnd{id: id, gate: gate, inbox: make(chan wire.Inbound, memInbox), blob: blob}
+	net.ends[k] = e
+	return &memConn{net: net, self: id, end: e}
+}
+
+// deliver puts in into e's inbox, or drops and counts it when full.
+func (net *MemNet) deliver(e *memEnd, in wire.Inbound) {
+	select {
+	case e.inbox <- in:
+	default:
+		net.mu.Lock()
+		net.full++
+		net.mu.Unlock()
+	}
+}
+
+// InboxFull returns how many messages found an inbox full.
+func (net *MemNet) InboxFull() int {
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	return net.full
 }
 
 // Leave detaches a member (crashed or stopped).
@@ -122,21 +149,35 @@ func (net *MemNet) route(from identity.PeerID, to identity.PeerID, drop bool) []
 type memConn struct {
 	net  *MemNet
 	self identity.PeerID
+	end  *memEnd
 }
+
+func (c *memConn) Inbox() <-chan wire.Inbound { return c.end.inbox }
+
+// SetMembers is a no-op: the in-memory network has no connections to
+// refuse; each receiver's gate judges membership.
+func (c *memConn) SetMembers([]identity.PeerID) {}
 
 func (c *memConn) Publish(_ context.Context, msg []byte) error {
 	for _, e := range c.net.route(c.self, nil, true) {
-		e.handler.HandleGossip(c.self, slices.Clone(msg))
+		if v, _, m := e.gate.Validate(c.self, msg); v == wire.Accept {
+			c.net.deliver(e, wire.Inbound{Kind: wire.Gossip, From: c.self, Data: slices.Clone(msg), Msg: m})
+		}
 	}
 	return nil
 }
 
 func (c *memConn) SendRaft(_ context.Context, to identity.PeerID, msg []byte) error {
 	for _, e := range c.net.route(c.self, to, true) {
-		e.handler.HandleRaft(c.self, slices.Clone(msg))
+		c.net.deliver(e, wire.Inbound{Kind: wire.Raft, From: c.self, Data: slices.Clone(msg)})
 	}
 	return nil
 }
+
+// Pull returns nothing: in one process every message reaches every
+// linked member directly, and members repeat theirs every deadline/4, so a
+// new leader hears the round without asking.
+func (c *memConn) Pull(context.Context, uint64) []wire.Inbound { return nil }
 
 // Fetch asks the hinted holder first, then every reachable member.
 func (c *memConn) Fetch(ctx context.Context, from identity.PeerID, d round.Digest) ([]byte, error) {
@@ -160,4 +201,15 @@ func boolRank(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// Inject delivers in to member to as if the network had (tests: traffic
+// no honest member sends).
+func (net *MemNet) Inject(to identity.PeerID, in wire.Inbound) {
+	net.mu.Lock()
+	e := net.ends[string(to)]
+	net.mu.Unlock()
+	if e != nil {
+		net.deliver(e, in)
+	}
 }

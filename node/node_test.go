@@ -1,11 +1,10 @@
-package node
+package node_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3"
@@ -14,202 +13,89 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
-	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/member/membertest"
 	"github.com/globalbrain/globalbrain/round"
-	"github.com/globalbrain/globalbrain/store"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
-type fixedTrainer struct{ scale float32 }
-
-func (f fixedTrainer) Train(_ context.Context, r uint64, g *fedavg.Global, _ fedavg.TrainConfig) ([]float32, int64, error) {
-	d := make([]float32, len(g.Weights))
-	for i := range d {
-		d[i] = f.scale * float32(r) * 1e-4
-	}
-	return d, 100, nil
-}
-
-type testNet struct {
-	dbs   []*store.DB
-	nodes []*Node
-	ids   []identity.Identity
-	net   *MemNet
-	man   *manifest.Manifest
-}
-
-func newTestNet(t *testing.T, n int) *testNet { return newTestNetRounds(t, n, 2) }
-
-// newTestNetRounds starts n genesis members for the given rounds, plus
-// joiners that are not in the manifest.
-func newTestNetRounds(t *testing.T, n, rounds int, joiners ...identity.Identity) *testNet {
+func digest(t *testing.T, s string) fedavg.Digest {
 	t.Helper()
-	return newTestNetRetain(t, n, rounds, 0, joiners...)
-}
-
-// newTestNetRetain is newTestNetRounds with the manifest's retain_rounds
-// (0: the default) and the members' stores kept in tn.dbs.
-func newTestNetRetain(t *testing.T, n, rounds, retain int, joiners ...identity.Identity) *testNet {
-	t.Helper()
-	tn := &testNet{net: NewMemNet(1)}
-	var pids []identity.PeerID
-	for i := range n {
-		tn.ids = append(tn.ids, identity.Derive(42, i))
-		pids = append(pids, tn.ids[i].ID)
-	}
-	tn.man = manifest.Example(pids)
-	tn.man.Model.Arch = "logreg"
-	tn.man.Training.Rounds = rounds
-	if retain > 0 {
-		tn.man.Round.RetainRounds = retain
-	}
-	tn.man.Round.Deadline = manifest.Duration(2 * time.Second)
-	require.NoError(t, tn.man.Validate())
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	genesis := len(tn.ids)
-	tn.ids = append(tn.ids, joiners...)
-	for i, id := range tn.ids {
-		db, err := store.Open(t.TempDir(), store.Options{NoSync: true})
-		require.NoError(t, err)
-		t.Cleanup(func() { db.Close() })
-		tn.dbs = append(tn.dbs, db)
-		h := &lateHandler{}
-		conn := tn.net.Join(id.ID, h, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
-		nd, err := New(Config{Identity: id, Manifest: tn.man, Store: db, Network: conn, Trainer: fixedTrainer{scale: float32(i + 1)},
-			Joining: i >= genesis})
-		require.NoError(t, err)
-		h.n.Store(nd)
-		tn.nodes = append(tn.nodes, nd)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = nd.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-	}
-	return tn
-}
-
-type lateHandler struct{ n atomic.Pointer[Node] }
-
-func (h *lateHandler) HandleGossip(from identity.PeerID, b []byte) {
-	if n := h.n.Load(); n != nil {
-		n.HandleGossip(from, b)
-	}
-}
-func (h *lateHandler) HandleRaft(from identity.PeerID, b []byte) {
-	if n := h.n.Load(); n != nil {
-		n.HandleRaft(from, b)
-	}
-}
-
-// run ticks every node until cond holds.
-func (tn *testNet) run(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		require.True(t, time.Now().Before(deadline), "condition not reached")
-		for _, n := range tn.nodes {
-			n.Tick()
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	var d fedavg.Digest
+	b, err := hex.DecodeString(s)
+	require.NoError(t, err)
+	copy(d[:], b)
+	return d
 }
 
 func TestNodesAgreeOverMemNet(t *testing.T) {
-	tn := newTestNet(t, 3)
-	tn.run(t, func() bool {
-		for _, n := range tn.nodes {
-			if n.Status().Applied < 2 {
-				return false
-			}
-		}
-		return true
-	})
-	s0 := tn.nodes[0].Status()
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 2})
+	c.RunUntil(t, func() bool { return c.AllApplied(2) })
+	s0 := c.Node(0).Status()
 	require.Equal(t, "done", s0.Phase)
-	for _, n := range tn.nodes[1:] {
-		require.Equal(t, s0.Model, n.Status().Model)
+	for i := range c.Members[1:] {
+		require.Equal(t, s0.Model, c.Node(i+1).Status().Model)
 	}
-	var d [32]byte
-	copy(d[:], mustHex(t, s0.Model))
-	require.True(t, tn.nodes[1].Servable(d), "an applied model is servable")
-	require.False(t, tn.nodes[1].Servable([32]byte{1}), "an unnamed digest is not")
+	require.True(t, c.Node(1).Servable(digest(t, s0.Model)), "an applied model is servable")
+	require.False(t, c.Node(1).Servable([32]byte{1}), "an unnamed digest is not")
 }
 
-func mustHex(t *testing.T, s string) []byte {
-	t.Helper()
-	b := make([]byte, len(s)/2)
-	for i := range b {
-		var v byte
-		for _, c := range s[2*i : 2*i+2] {
-			v <<= 4
-			switch {
-			case c >= '0' && c <= '9':
-				v |= byte(c - '0')
-			case c >= 'a' && c <= 'f':
-				v |= byte(c-'a') + 10
-			}
-		}
-		b[i] = v
-	}
-	return b
-}
-
-func TestCheckGossip(t *testing.T) {
-	tn := newTestNet(t, 3)
-	n := tn.nodes[0]
+// TestGate: the gate the transport validates with, as a member's node
+// keeps it: verdict and reason for each kind of bad message.
+func TestGate(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 2})
+	n := c.Node(0)
 	cid := n.Consortium()
 	sign := func(id identity.Identity, r uint64) []byte {
 		m := &round.Message{Kind: round.KindHave, Round: r, Digest: round.Digest{7}}
 		m.Sign(cid, id)
 		return m.Encode()
 	}
-	a, b := tn.ids[1], tn.ids[2]
+	a, b := c.IDs[1], c.IDs[2]
 	outsider := identity.Derive(99, 0)
 	for _, tc := range []struct {
 		name    string
 		author  identity.PeerID
 		msg     []byte
-		verdict int
+		verdict wire.Verdict
 		reason  string
 	}{
-		{"valid", a.ID, sign(a, 1), GossipAccept, ""},
-		{"malformed", a.ID, []byte("{not json"), GossipReject, "malformed"},
-		{"author mismatch", a.ID, sign(b, 1), GossipReject, "author_mismatch"},
-		{"not a member", outsider.ID, sign(outsider, 1), GossipReject, "not_member"},
-		{"out of window", a.ID, sign(a, 9), GossipIgnore, "stale"},
+		{"valid", a.ID, sign(a, 1), wire.Accept, ""},
+		{"malformed", a.ID, []byte("{not json"), wire.Reject, "malformed"},
+		{"author mismatch", a.ID, sign(b, 1), wire.Reject, "author_mismatch"},
+		{"not a member", outsider.ID, sign(outsider, 1), wire.Reject, "not_member"},
+		{"out of window", a.ID, sign(a, 9), wire.Ignore, "stale"},
 		{"forged signature", a.ID, func() []byte {
 			m := &round.Message{Kind: round.KindHave, Round: 1, Digest: round.Digest{7}}
 			m.Sign(cid, b)
 			m.Author = a.ID // re-signed claim: a's name, b's signature
 			return m.Encode()
-		}(), GossipReject, "bad_signature"},
+		}(), wire.Reject, "bad_signature"},
 	} {
-		v, reason := n.CheckGossip(tc.author, tc.msg)
+		v, reason, msg := n.Gate().Validate(tc.author, tc.msg)
 		require.Equal(t, tc.verdict, v, tc.name)
 		require.Equal(t, tc.reason, reason, tc.name)
+		require.Equal(t, v == wire.Accept, msg != nil, "%s: the decoded message travels with an accepted one only", tc.name)
 	}
 }
 
-func TestHandleRaftFromWrongSenderIsDropped(t *testing.T) {
-	ids := []identity.Identity{identity.Derive(42, 0), identity.Derive(42, 1), identity.Derive(42, 2)}
-	man := manifest.Example([]identity.PeerID{ids[0].ID, ids[1].ID, ids[2].ID})
-	man.Model.Arch = "logreg"
-	require.NoError(t, man.Validate())
-	db, err := store.Open(t.TempDir(), store.Options{NoSync: true})
-	require.NoError(t, err)
-	defer db.Close()
-	// Not running: whatever HandleRaft queues stays queued, so Busy counts it.
-	n, err := New(Config{Identity: ids[0], Manifest: man, Store: db, Network: NewMemNet(1).Join(ids[0].ID, nil, nil), Trainer: fixedTrainer{1}})
-	require.NoError(t, err)
+func TestRaftFromWrongSenderIsDropped(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 2})
+	c.RunUntil(t, func() bool { return c.AllApplied(1) })
 	msg := func(from identity.PeerID) []byte {
-		b, err := proto.Marshal(&pb.Message{Type: pb.MessageType_MsgHeartbeat.Enum(), From: proto.Uint64(round.RaftID(from)),
-			To: proto.Uint64(round.RaftID(ids[0].ID)), Term: proto.Uint64(1)})
+		b, err := proto.Marshal(&pb.Message{Type: pb.MessageType_MsgHeartbeatResp.Enum(), From: proto.Uint64(round.RaftID(from)),
+			To: proto.Uint64(round.RaftID(c.IDs[0].ID)), Term: proto.Uint64(1)})
 		require.NoError(t, err)
 		return b
 	}
-	n.HandleRaft(ids[2].ID, msg(ids[1].ID)) // claims to be member 1, arrives from member 2
-	require.Zero(t, n.Busy(), "a Raft message from the wrong sender reached the loop")
-	n.HandleRaft(ids[1].ID, msg(ids[1].ID))
-	require.EqualValues(t, 1, n.Busy(), "the genuine message is queued for the loop")
+	rejected := func() uint64 { return c.Node(0).Status().Counters.RejectedMessages }
+	before := rejected()
+	// Claims to be member 1, arrives from member 2.
+	c.Net.Inject(c.IDs[0].ID, wire.Inbound{Kind: wire.Raft, From: c.IDs[2].ID, Data: msg(c.IDs[1].ID)})
+	c.RunUntil(t, func() bool { return rejected() > before })
+	require.Equal(t, before+1, rejected(), "a Raft message from the wrong sender reached raft")
+	c.Net.Inject(c.IDs[0].ID, wire.Inbound{Kind: wire.Raft, From: c.IDs[1].ID, Data: msg(c.IDs[1].ID)})
+	c.RunUntil(t, func() bool { return c.Node(0).Busy() == 0 })
+	require.Equal(t, before+1, rejected(), "the genuine message is not refused")
 }
 
 // TestJoinerCatchesUp adds a fourth member after genesis with the signatures
@@ -217,32 +103,27 @@ func TestHandleRaftFromWrongSenderIsDropped(t *testing.T) {
 // catches up through the log and ends on the others' digest.
 func TestJoinerCatchesUp(t *testing.T) {
 	joiner := identity.Derive(42, 3)
-	tn := newTestNetRounds(t, 3, 4, joiner)
-	tn.run(t, func() bool { return tn.nodes[0].Status().Applied >= 1 })
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 4, Joiners: []identity.Identity{joiner}})
+	c.RunUntil(t, func() bool { return c.Node(0).Status().Applied >= 1 })
 	req := round.NewAddMember(joiner.ID)
-	req.Sign(tn.nodes[0].Consortium(), joiner)
-	req.Sign(tn.nodes[0].Consortium(), tn.ids[0])
-	req.Sign(tn.nodes[0].Consortium(), tn.ids[1])
+	req.Sign(c.Node(0).Consortium(), joiner)
+	req.Sign(c.Node(0).Consortium(), c.IDs[0])
+	req.Sign(c.Node(0).Consortium(), c.IDs[1])
 	proposed := false
-	tn.run(t, func() bool {
+	c.RunUntil(t, func() bool {
 		if !proposed {
-			for _, n := range tn.nodes[:3] {
-				if n.Status().Leader && n.ProposeAddMember(context.Background(), req) == nil {
+			for i := range 3 {
+				if n := c.Node(i); n.Status().Leader && n.ProposeAddMember(context.Background(), req) == nil {
 					proposed = true
 				}
 			}
 		}
-		for _, n := range tn.nodes {
-			if n.Status().Applied < 4 {
-				return false
-			}
-		}
-		return true
+		return c.AllApplied(4)
 	})
-	want := tn.nodes[0].Status().Model
-	for i, n := range tn.nodes {
-		require.Equal(t, want, n.Status().Model, "member %d", i)
-		require.Equal(t, 4, n.Status().Members, "member %d", i)
+	want := c.Node(0).Status().Model
+	for i := range c.Members {
+		require.Equal(t, want, c.Node(i).Status().Model, "member %d", i)
+		require.Equal(t, 4, c.Node(i).Status().Members, "member %d", i)
 	}
 }
 
@@ -251,17 +132,17 @@ func TestJoinerCatchesUp(t *testing.T) {
 // it adds the member everywhere.
 func TestAddMemberThreeOfFive(t *testing.T) {
 	newcomer := identity.Derive(42, 5)
-	tn := newTestNetRounds(t, 5, 6)
-	tn.run(t, func() bool { return tn.nodes[0].Status().Applied >= 1 })
-	cid := tn.nodes[0].Consortium()
+	c := membertest.MakeCluster(t, membertest.Options{Members: 5, Rounds: 6})
+	c.RunUntil(t, func() bool { return c.Node(0).Status().Applied >= 1 })
+	cid := c.Node(0).Consortium()
 	// propose hands req to the leader, retrying while leadership moves or
 	// raft drops the proposal (a transfer in progress).
 	propose := func(req *round.AddMember) {
 		t.Helper()
 		done := false
-		tn.run(t, func() bool {
-			for _, n := range tn.nodes {
-				if !done && n.Status().Leader {
+		c.RunUntil(t, func() bool {
+			for i := range c.Members {
+				if n := c.Node(i); !done && n.Status().Leader {
 					err := n.ProposeAddMember(context.Background(), req)
 					if !errors.Is(err, round.ErrNotLeader) && !errors.Is(err, raft.ErrProposalDropped) {
 						require.NoError(t, err)
@@ -274,33 +155,33 @@ func TestAddMemberThreeOfFive(t *testing.T) {
 	}
 	two := round.NewAddMember(newcomer.ID)
 	two.Sign(cid, newcomer)
-	two.Sign(cid, tn.ids[0])
-	two.Sign(cid, tn.ids[1])
+	two.Sign(cid, c.IDs[0])
+	two.Sign(cid, c.IDs[1])
 	propose(two)
-	tn.run(t, func() bool {
-		for _, n := range tn.nodes {
-			if n.Status().Counters.InvalidEntries == 0 {
+	c.RunUntil(t, func() bool {
+		for i := range c.Members {
+			if c.Node(i).Status().Counters.InvalidEntries == 0 {
 				return false
 			}
 		}
 		return true
 	})
-	for _, n := range tn.nodes {
-		require.Equal(t, 5, n.Status().Members)
-		require.NotEmpty(t, n.Status().Alarms)
+	for i := range c.Members {
+		require.Equal(t, 5, c.Node(i).Status().Members)
+		require.NotEmpty(t, c.Node(i).Status().Alarms)
 	}
 	three := round.NewAddMember(newcomer.ID)
 	three.Sign(cid, newcomer)
 	for _, i := range []int{0, 2, 4} {
-		three.Sign(cid, tn.ids[i])
+		three.Sign(cid, c.IDs[i])
 	}
 	propose(three)
 	// Raft turns a conf change proposed while another is pending into an
 	// empty entry: propose again until the member is in.
 	waited := 0
-	tn.run(t, func() bool {
-		for _, n := range tn.nodes {
-			if n.Status().Members != 6 {
+	c.RunUntil(t, func() bool {
+		for i := range c.Members {
+			if c.Node(i).Status().Members != 6 {
 				if waited++; waited%200 == 0 {
 					propose(three)
 				}
@@ -314,22 +195,12 @@ func TestAddMemberThreeOfFive(t *testing.T) {
 // TestOldBlobsAreCollected: with retain_rounds 1, blobs older than the
 // window are deleted; the applied model and the recent rounds' stay.
 func TestOldBlobsAreCollected(t *testing.T) {
-	tn := newTestNetRetain(t, 3, 8, 1)
-	tn.run(t, func() bool {
-		for _, n := range tn.nodes {
-			if n.Status().Applied < 8 {
-				return false
-			}
-		}
-		return true
-	})
-	blobs, err := tn.dbs[0].Blobs()
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 8, Retain: 1})
+	c.RunUntil(t, func() bool { return c.AllApplied(8) })
+	blobs, err := c.Store(0).Blobs()
 	require.NoError(t, err)
 	// Rounds 5..8 are inside the window (2 x retain + 1 = 3 rounds behind
 	// round 8): at most 4 rounds of 3 updates and a model, plus genesis.
 	require.LessOrEqual(t, len(blobs), 4*4+1, "old blobs were not collected")
-	final := mustHex(t, tn.nodes[0].Status().Model)
-	var d store.Digest
-	copy(d[:], final)
-	require.True(t, tn.dbs[0].HasBlob(d), "the applied model was deleted")
+	require.True(t, c.Store(0).HasBlob(digest(t, c.Node(0).Status().Model)), "the applied model was deleted")
 }

@@ -89,6 +89,12 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	if m.pending == nil || t.Index != m.pending.Index {
 		return
 	}
+	if m.needMissing(err, t.Entry.Included) {
+		// Members never skip an entry for a missing blob: fetch it and
+		// hand the task out again once it is stored.
+		m.waitApply = true
+		return
+	}
 	m.pending = nil
 	if err == nil && model != t.Entry.Result {
 		err = fmt.Errorf("recomputed model %s, entry says %s", model.String()[:12], t.Entry.Result.String()[:12])
@@ -99,6 +105,7 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 		return
 	}
 	m.st = State{Index: t.Index, Round: t.Entry.Round, Model: model, Chain: t.Chain}
+	m.gate.Serve(model)
 	att := &Message{Kind: KindAttest, Round: m.st.Round, Index: t.Index, Digest: model}
 	m.gossip(att)
 	if m.isVoter() {
@@ -144,4 +151,19 @@ func (m *Machine) recordAttest(a *Message) {
 		m.attests[a.Round] = map[string]*Message{}
 	}
 	m.attests[a.Round][string(a.Author)] = a
+}
+
+// Installed reports the result of an Install task: nil once the snapshot's
+// applied state is persisted with its model, or the error that kept it
+// from being (a missing model blob is fetched and the task handed out
+// again once it is stored).
+func (m *Machine) Installed(st *State, err error) {
+	if err == nil || st.Round != m.st.Round {
+		return
+	}
+	if m.needMissing(err, nil) {
+		m.waitInstall = st
+		return
+	}
+	m.alarm("round %d: installing the snapshot failed: %v", st.Round, err)
 }

@@ -10,6 +10,7 @@ import (
 // Tick advances logical time by one tick.
 func (m *Machine) Tick() {
 	m.rn.Tick()
+	m.retryWanted()
 	if m.halted != "" || m.Done() {
 		return
 	}
@@ -59,6 +60,10 @@ func (m *Machine) successor() uint64 {
 func (m *Machine) Aggregated(t *AggregateTask, result Digest, err error) {
 	if t.Round != m.cur.round || t.Base != m.st.Model {
 		return // a task of a decided round
+	}
+	if m.IsLeader() && m.needMissing(err, t.Included) {
+		m.waitAgg = t // still aggregating: handed out again once the blobs are stored
+		return
 	}
 	m.cur.aggregating = false
 	if !m.IsLeader() {

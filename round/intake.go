@@ -49,14 +49,14 @@ func (m *Machine) step(msg *Message) error {
 	if !contains(m.members, msg.Author) {
 		return fmt.Errorf("%w: %s", ErrNotMember, msg.Author.Short())
 	}
-	if msg.Round+1 < m.st.Round || msg.Round > m.st.Round+2 {
+	if !inWindow(msg.Round, m.st.Round) {
 		return fmt.Errorf("%w: round %d, applied %d", ErrStale, msg.Round, m.st.Round)
 	}
 	author := string(msg.Author)
 	if _, voter := m.voters[RaftID(msg.Author)]; (msg.Kind == KindAttest || msg.Kind == KindHave) && !voter {
 		return nil // only voters' attestations and Haves count: no need to verify the rest
 	}
-	if !m.seen(msg) {
+	if !msg.verified && !m.seen(msg) {
 		if err := msg.Verify(m.p.Consortium); err != nil {
 			return err
 		}
@@ -89,6 +89,7 @@ func (m *Machine) step(msg *Message) error {
 			return fmt.Errorf("%w: %s round %d", ErrEquivocated, msg.Author.Short(), msg.Round)
 		}
 		m.cur.anns[author] = msg
+		m.gate.Serve(msg.Digest)
 		m.want(msg.Digest, msg.Author)
 	case KindHave:
 		if m.cur.haves[msg.Digest] == nil {
@@ -149,6 +150,7 @@ func (m *Machine) want(d Digest, from identity.PeerID) {
 
 // BlobStored tells the Machine that a blob is stored and verified locally.
 func (m *Machine) BlobStored(d Digest) {
+	m.wantedStored(d)
 	if m.cur.have[d] {
 		return
 	}
@@ -170,7 +172,12 @@ func (m *Machine) BlobStored(d Digest) {
 }
 
 // FetchFailed tells the Machine a fetch failed; it is handed out again.
-func (m *Machine) FetchFailed(d Digest) { delete(m.cur.fetching, d) }
+func (m *Machine) FetchFailed(d Digest) {
+	delete(m.cur.fetching, d)
+	if w, ok := m.wanted[d]; ok {
+		w.inflight = false // fetched again on the next tick
+	}
+}
 
 // Trained reports this member's own update for round r, already persisted as a blob.
 func (m *Machine) Trained(r uint64, d Digest, length, examples int64) {
@@ -179,6 +186,7 @@ func (m *Machine) Trained(r uint64, d Digest, length, examples int64) {
 	}
 	a := &Message{Kind: KindAnnounce, Round: r, Base: m.st.Model, Digest: d, Length: length, Examples: examples}
 	a.Sign(m.p.Consortium, m.self)
+	m.gate.Serve(d)
 	m.cur.own = a
 	m.out.Gossip = append(m.out.Gossip, a)
 	_ = m.step(a)

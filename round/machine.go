@@ -1,6 +1,7 @@
 package round
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -35,6 +36,10 @@ type Config struct {
 	// Joining is set for a member that is not in the genesis manifest and
 	// waits for its AddMember entry to be applied.
 	Joining bool
+	// Gate is the gossip gate the member's transport validates with; the
+	// Machine keeps its applied round and membership current. Nil: the
+	// Machine makes its own.
+	Gate *Gate
 }
 
 // roundState is what the member has seen of the current round.
@@ -85,11 +90,27 @@ type Machine struct {
 	bootSnap     *pb.Snapshot
 	out          Ready
 	Counters     Counters
+
+	gate        *Gate
+	gateMembers []identity.PeerID // the membership last handed to the gate
+	// wanted are blobs a waiting task needs (an apply, an aggregation, an
+	// installed snapshot's model): fetched, and fetched again on a tick
+	// after a failure, until stored; then the tasks are handed out again.
+	wanted      map[Digest]*want
+	waitApply   bool           // the pending ApplyTask waits for wanted blobs
+	waitAgg     *AggregateTask // an AggregateTask waiting for wanted blobs
+	waitInstall *State         // an installed snapshot waiting for its model
 }
 
 // Counters counts what the Machine refused or skipped.
 type Counters struct {
 	StaleEntries, InvalidEntries, RejectedMessages, IgnoredMessages, Reproposals uint64
+}
+
+// want is a blob a task needs.
+type want struct {
+	from     identity.PeerID // a member likely to hold it, nil for any
+	inflight bool
 }
 
 // New builds a Machine. A fresh member (no HardState, Snapshot or Entries)
@@ -113,6 +134,11 @@ func New(c Config) (*Machine, error) {
 	}
 	m.members = p.Members
 	m.st = c.Applied
+	m.gate = c.Gate
+	if m.gate == nil {
+		m.gate = NewGate(p.Consortium, p.Members)
+	}
+	m.wanted = map[Digest]*want{}
 	if c.HardState == nil && c.Snapshot == nil && len(c.Entries) == 0 {
 		if m.st != (State{}) {
 			return nil, errors.New("round: applied state without a raft log")
@@ -180,7 +206,109 @@ func New(c Config) (*Machine, error) {
 	}
 	m.rn = rn
 	m.startRound()
+	m.gate.Serve(c.Genesis)
+	m.gate.Serve(m.st.Model)
+	m.syncGate()
 	return m, nil
+}
+
+// Gate returns the member's gossip gate.
+func (m *Machine) Gate() *Gate { return m.gate }
+
+// syncGate hands the applied round and membership to the gate, and reports
+// a membership change in the Ready.
+func (m *Machine) syncGate() {
+	m.gate.applied.Store(m.st.Round)
+	if !slices.EqualFunc(m.gateMembers, m.members, func(a, b identity.PeerID) bool { return identity.Compare(a, b) == 0 }) {
+		m.gateMembers = slices.Clone(m.members)
+		m.gate.setMembers(m.gateMembers)
+		m.out.Members = slices.Clone(m.gateMembers)
+	}
+}
+
+// Need asks for blob d, which a task needs (from: a member likely to hold
+// it, nil for any): it is fetched, and fetched again on each tick after a
+// failure, until BlobStored reports it.
+func (m *Machine) Need(d Digest, from identity.PeerID) {
+	if w, ok := m.wanted[d]; ok {
+		if w.from == nil {
+			w.from = from
+		}
+		return
+	}
+	m.wanted[d] = &want{from: from, inflight: true}
+	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from})
+}
+
+// needMissing turns a task's missing-blob error into Needs; it reports
+// whether err was one.
+func (m *Machine) needMissing(err error, inc []*Message) bool {
+	var missing *MissingBlobError
+	if !errors.As(err, &missing) {
+		return false
+	}
+	for _, d := range missing.Digests {
+		var from identity.PeerID
+		for _, a := range inc {
+			if a.Digest == d {
+				from = a.Author
+			}
+		}
+		m.Need(d, from)
+	}
+	return true
+}
+
+// wantedStored is called when a blob is stored: once no wanted blob is
+// missing, the tasks that waited are handed out again.
+func (m *Machine) wantedStored(d Digest) {
+	if _, ok := m.wanted[d]; !ok {
+		return
+	}
+	delete(m.wanted, d)
+	if len(m.wanted) > 0 {
+		return
+	}
+	m.resumeWaiting()
+}
+
+func (m *Machine) resumeWaiting() {
+	if m.waitApply && m.pending != nil {
+		m.waitApply = false
+		m.out.Apply = m.pending
+	}
+	if t := m.waitAgg; t != nil {
+		m.waitAgg = nil
+		if t.Round == m.cur.round && t.Base == m.st.Model {
+			m.out.Aggregate = t
+		} else {
+			m.cur.aggregating = false
+		}
+	}
+	if st := m.waitInstall; st != nil {
+		m.waitInstall = nil
+		m.out.Install = st
+	}
+}
+
+// retryWanted hands out again, on a tick, the fetches of wanted blobs that
+// failed.
+func (m *Machine) retryWanted() {
+	for _, d := range sortedDigests(m.wanted) {
+		if w := m.wanted[d]; !w.inflight {
+			w.inflight = true
+			m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: w.from})
+		}
+	}
+}
+
+func sortedDigests(ws map[Digest]*want) []Digest {
+	out := make([]Digest, 0, len(ws))
+	for d := range ws {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b Digest) int { return bytes.Compare(a[:], b[:]) })
+	return out
 }
 
 // State returns the applied state.

@@ -45,6 +45,8 @@ type Message struct {
 	Reason   string          `json:"reason,omitempty"`   // invalid
 	Author   identity.PeerID `json:"author"`
 	Sig      []byte          `json:"sig"`
+
+	verified bool // the Gate checked the signature
 }
 
 // Errors of message and entry validation.

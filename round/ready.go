@@ -64,16 +64,20 @@ type Ready struct {
 	Compact *CompactTask
 	// Sync is set when this member just became the leader: pull the
 	// round's current announcements from the others.
-	Sync   uint64
-	Alarms []string
-	raft   *raft.Ready
+	Sync uint64
+	// Members is set when the applied membership changed (and in the
+	// first Ready): the transport's allow-list becomes it.
+	Members []identity.PeerID
+	Alarms  []string
+	raft    *raft.Ready
 }
 
 // Empty reports whether there is nothing to do.
 func (rd *Ready) Empty() bool {
 	return rd.HardState == nil && len(rd.Entries) == 0 && rd.Snapshot == nil && len(rd.Messages) == 0 &&
 		len(rd.Gossip) == 0 && rd.Train == nil && len(rd.Fetch) == 0 && rd.Aggregate == nil && rd.Apply == nil &&
-		len(rd.Alarms) == 0 && rd.raft == nil && rd.Install == nil && rd.Compact == nil && rd.Sync == 0
+		len(rd.Alarms) == 0 && rd.raft == nil && rd.Install == nil && rd.Compact == nil && rd.Sync == 0 &&
+		rd.Members == nil
 }
 
 // Ready returns the work to carry out now.
@@ -105,11 +109,18 @@ func (m *Machine) Ready() *Ready {
 		rd.Apply = m.nextApply()
 	}
 	if rd.Train == nil && m.halted == "" && !m.Done() && !m.cur.trained && !m.cur.declined && m.pending == nil &&
-		len(m.queue) == 0 && contains(m.Sample(m.cur.round), m.self.ID) {
+		len(m.queue) == 0 && m.wanted[m.st.Model] == nil && m.waitInstall == nil && contains(m.Sample(m.cur.round), m.self.ID) {
 		m.cur.trained = true
 		rd.Train = &TrainTask{Round: m.cur.round, Base: m.st.Model}
 	}
 	// Work queued while assembling this Ready goes out with it.
+	m.syncGate()
+	if rd.Members == nil {
+		rd.Members = m.out.Members
+	}
+	if rd.Apply == nil {
+		rd.Apply = m.out.Apply
+	}
 	rd.Gossip = append(rd.Gossip, m.out.Gossip...)
 	rd.Fetch = append(rd.Fetch, m.out.Fetch...)
 	rd.Alarms = append(rd.Alarms, m.out.Alarms...)

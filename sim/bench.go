@@ -15,6 +15,7 @@ import (
 	"github.com/globalbrain/globalbrain/node"
 	"github.com/globalbrain/globalbrain/store"
 	"github.com/globalbrain/globalbrain/train"
+	"github.com/globalbrain/globalbrain/train/local"
 )
 
 // ProtocolCost is what the round protocol itself costs per round, measured
@@ -110,7 +111,7 @@ func measureProtocol(ctx context.Context, arch string, members int, fraction flo
 	for i := range d.Y {
 		d.Y[i] = uint8(i % 10)
 	}
-	g, err := InitialModel(c, ModelSpec(c, d))
+	g, err := local.Genesis(ModelSpec(c, d), c.Seed)
 	if err != nil {
 		return ProtocolCost{}, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/train"
+	"github.com/globalbrain/globalbrain/train/local"
 )
 
 // Config describes one simulated consortium.
@@ -102,7 +103,7 @@ func (c Config) Validate() error {
 	if err := c.Strategy.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("sim: strategy: %w", err))
 	}
-	if err := sgdConfig(c.Strategy.Train).Validate(); err != nil {
+	if err := local.SGD(c.Strategy.Train).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("sim: training: %w", err))
 	}
 	return errors.Join(errs...)
@@ -112,8 +113,4 @@ func (c Config) Validate() error {
 func (c Config) SampleSize() int {
 	k := int(math.Ceil(c.Fraction * float64(c.Members)))
 	return min(max(k, c.MinParticipants), c.Members)
-}
-
-func sgdConfig(t fedavg.TrainConfig) train.SGDConfig {
-	return train.SGDConfig{Epochs: t.Epochs, BatchSize: t.BatchSize, LR: t.LR, ProxMu: t.ProxMu}
 }

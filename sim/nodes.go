@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,11 +14,12 @@ import (
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/member"
 	"github.com/globalbrain/globalbrain/node"
 	"github.com/globalbrain/globalbrain/p2p"
-	"github.com/globalbrain/globalbrain/round"
 	"github.com/globalbrain/globalbrain/store"
 	"github.com/globalbrain/globalbrain/train"
+	"github.com/globalbrain/globalbrain/train/local"
 )
 
 // Faults are injected into a simulation through the nodes.
@@ -62,13 +64,12 @@ type simNode struct {
 	idx     int
 	id      identity.Identity
 	dir     string
-	db      *store.DB
+	m       *member.Member
 	n       *node.Node
 	cancel  context.CancelFunc
 	done    chan error
 	applied atomic.Uint64
 	down    bool
-	handler lateHandler
 	crashed atomic.Bool
 	port    int       // libp2p: the member's fixed loopback port
 	host    *p2p.Host // libp2p: the member's host while it runs
@@ -92,7 +93,6 @@ func (s *nodeSim) crashHook(sn *simNode) func(string) error {
 				sn.points = append(sn.points[:i], sn.points[i+1:]...)
 				s.fired.Add(1)
 				sn.crashed.Store(true)
-				sn.handler.n.Store(nil)
 				s.net.Leave(sn.id.ID)
 				if sn.host != nil {
 					go sn.host.Close() // a dead process's connections drop
@@ -104,47 +104,6 @@ func (s *nodeSim) crashHook(sn *simNode) func(string) error {
 		}
 		return nil
 	}
-}
-
-// lateHandler forwards traffic to the member's current node, if it is up.
-type lateHandler struct{ n atomic.Pointer[node.Node] }
-
-func (h *lateHandler) HandleGossip(from identity.PeerID, b []byte) {
-	if n := h.n.Load(); n != nil {
-		n.HandleGossip(from, b)
-	}
-}
-
-func (h *lateHandler) HandleRaft(from identity.PeerID, b []byte) {
-	if n := h.n.Load(); n != nil {
-		n.HandleRaft(from, b)
-	}
-}
-
-// trainer trains a member's partition with a model from a shared pool.
-type trainer struct {
-	member Member
-	data   *train.Dataset
-	pool   chan *train.Model
-	seed   uint64
-	cap    int64
-	losses *sync.Map // [2]uint64{round, member index} -> float64
-}
-
-func (t *trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fedavg.TrainConfig) ([]float32, int64, error) {
-	var model *train.Model
-	select {
-	case model = <-t.pool:
-	case <-ctx.Done():
-		return nil, 0, ctx.Err()
-	}
-	defer func() { t.pool <- model }()
-	u, st, err := LocalUpdate(model, g, t.data, t.member, cfg, t.seed, r, t.cap)
-	if err != nil {
-		return nil, 0, err
-	}
-	t.losses.Store([2]uint64{r, uint64(t.member.Index)}, st.Loss)
-	return u.Delta, u.Examples, nil
 }
 
 // RunNodes simulates the consortium with every member a full node (round
@@ -198,8 +157,12 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 	}
 	defer os.RemoveAll(tmp)
 
+	g0, err := local.Genesis(spec, c.Seed)
+	if err != nil {
+		return nil, err
+	}
 	s := &nodeSim{opts: opts, c: c, data: data, man: man, net: node.NewMemNet(c.Seed), pool: pool, losses: &sync.Map{},
-		res: &Result{Config: c}, obs: obs, decided: map[uint64]bool{}, last: time.Now()}
+		res: &Result{Config: c}, obs: obs, decided: map[uint64]bool{}, last: time.Now(), genesis: g0}
 	s.net.SetDropRate(f.Drop)
 	if opts.libp2p && (f.Drop > 0 || len(f.Partitions) > 0) {
 		return nil, fmt.Errorf("sim: -drop and -cut need the in-memory network")
@@ -280,6 +243,8 @@ type nodeSim struct {
 	losses *sync.Map
 	nodes  []*simNode
 	obs    Observer
+	// genesis is G(0) of the simulation's model and seed.
+	genesis *fedavg.Global
 
 	restarts []restart              // crashed at a crash point, to restart
 	traffic  map[string]p2p.Traffic // libp2p: bytes by protocol, summed over closed hosts
@@ -298,49 +263,39 @@ func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	sn.cancel = cancel
-	hook := s.crashHook(sn)
-	db, err := store.Open(sn.dir, store.Options{NoSync: true, Crash: hook})
-	if err != nil {
-		return err
-	}
 	sn.crashed.Store(false)
-	var conn node.Network
-	if s.opts.libp2p {
-		if conn, err = s.libp2pNetwork(ctx, sn, db); err != nil {
-			db.Close()
-			return err
-		}
-	} else {
-		conn = s.net.Join(sn.id.ID, &sn.handler, func(d round.Digest) ([]byte, error) { return db.Blob(d) })
-	}
-	var st node.Store = db
-	if s.opts.store != nil {
-		st = s.opts.store(db)
-	}
-	var tr node.Trainer = &trainer{member: members[sn.idx], data: s.data.Train, pool: s.pool, seed: s.c.Seed,
-		cap: s.man.Round.MaxExamplesPerMember, losses: s.losses}
+	mb := members[sn.idx]
+	var tr node.Trainer = &local.Trainer{Data: s.data.Train, Part: mb.Partition, ID: mb.Identity.ID, Seed: s.c.Seed,
+		Cap: s.man.Round.MaxExamplesPerMember, Models: s.pool,
+		Observe: func(r uint64, _ fedavg.Update, st train.TrainStats, _ time.Duration) {
+			s.losses.Store([2]uint64{r, uint64(mb.Index)}, st.Loss)
+		}}
 	if s.opts.trainer != nil {
-		tr = s.opts.trainer(members[sn.idx])
+		tr = s.opts.trainer(mb)
 	}
-	n, err := node.New(node.Config{
-		Identity: sn.id, Manifest: s.man, Store: st, Network: conn, Trainer: tr,
-		Crash: hook,
+	o := member.Options{
+		Identity: sn.id, Manifest: s.man, Genesis: s.genesis, StoreDir: sn.dir, Store: store.Options{NoSync: true},
+		WrapStore: s.opts.store, Trainer: tr, Crash: s.crashHook(sn),
 		OnApply: func(a node.Applied) {
 			sn.applied.Store(a.Round)
 			s.onApply(a)
 		},
-	})
-	if err != nil {
-		db.Close()
-		if sn.host != nil {
-			sn.host.Close()
-		}
-		return err
 	}
-	sn.db, sn.n, sn.done, sn.down = db, n, make(chan error, 1), false
-	sn.applied.Store(n.Status().Applied) // a restarted member resumes where its store is
-	sn.handler.n.Store(n)
-	go func() { sn.done <- n.Run(ctx) }()
+	if s.opts.libp2p {
+		o.Libp2p = s.libp2pConfig(sn)
+	} else {
+		o.MemNet = s.net
+	}
+	m, err := member.Open(ctx, o)
+	if err != nil {
+		return fmt.Errorf("sim: member %d: %w", sn.idx, err)
+	}
+	sn.mu.Lock()
+	sn.host = m.Host()
+	sn.mu.Unlock()
+	sn.m, sn.n, sn.done, sn.down = m, m.Node(), make(chan error, 1), false
+	sn.applied.Store(sn.n.Status().Applied) // a restarted member resumes where its store is
+	go func() { sn.done <- m.Run(ctx) }()
 	return nil
 }
 
@@ -348,12 +303,10 @@ func (s *nodeSim) stopNode(sn *simNode) {
 	if sn.down || sn.n == nil {
 		return
 	}
-	sn.handler.n.Store(nil)
 	s.net.Leave(sn.id.ID)
 	sn.cancel()
 	<-sn.done
 	s.closeHost(sn)
-	sn.db.Close()
 	sn.down = true
 }
 
@@ -580,7 +533,6 @@ func (s *nodeSim) checkStopped() error {
 				return fmt.Errorf("sim: member %d stopped: %v", sn.idx, err)
 			}
 			s.closeHost(sn)
-			sn.db.Close()
 			sn.down = true
 		default:
 		}
@@ -590,6 +542,7 @@ func (s *nodeSim) checkStopped() error {
 
 // waitIdle returns once no live node has work in flight.
 func (s *nodeSim) waitIdle(ctx context.Context) error {
+	idle := 0
 	for spins := 0; ; spins++ {
 		busy := false
 		for _, sn := range s.nodes {
@@ -605,7 +558,7 @@ func (s *nodeSim) waitIdle(ctx context.Context) error {
 				if !sn.crashed.Load() {
 					return fmt.Errorf("sim: member %d stopped: %v", sn.idx, err)
 				}
-				sn.db.Close()
+				s.closeHost(sn)
 				sn.down = true
 			default:
 				if sn.crashed.Load() {
@@ -614,8 +567,15 @@ func (s *nodeSim) waitIdle(ctx context.Context) error {
 			}
 		}
 		if !busy {
-			return nil
+			// An input taken off a channel is counted busy a moment
+			// later: idle counts only when seen twice in a row.
+			if idle++; idle >= 2 {
+				return nil
+			}
+			runtime.Gosched()
+			continue
 		}
+		idle = 0
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -2,10 +2,7 @@ package sim
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -15,6 +12,7 @@ import (
 	"github.com/globalbrain/globalbrain/p2p"
 	"github.com/globalbrain/globalbrain/round"
 	"github.com/globalbrain/globalbrain/train"
+	"github.com/globalbrain/globalbrain/train/local"
 )
 
 // Data is the training and test set of a simulation.
@@ -74,20 +72,9 @@ type Observer struct {
 // Members builds the consortium: identities derived from the seed and the
 // data set partitioned among them, ordered by member index.
 func Members(c Config, d *train.Dataset) ([]Member, error) {
-	var parts [][]int
-	var err error
-	switch c.Partition {
-	case "iid":
-		parts, err = train.PartitionIID(d.N, c.Members, c.Seed)
-	case "shards":
-		parts, err = train.PartitionShards(d.Y, c.Members, c.ShardsPerMember, c.Seed)
-	case "dirichlet":
-		parts, err = train.PartitionDirichlet(d.Y, d.Classes, c.Members, c.Alpha, c.Seed)
-	default:
-		err = fmt.Errorf("sim: partition %q unknown", c.Partition)
-	}
+	parts, err := local.Partition(d, c.Partition, c.Members, c.ShardsPerMember, c.Alpha, c.Seed)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sim: %w", err)
 	}
 	ms := make([]Member, c.Members)
 	for i := range ms {
@@ -105,55 +92,9 @@ func sampleIndices(cid []byte, r uint64, ids []identity.PeerID, k int) []int {
 	return out
 }
 
-// TrainingSeed seeds member id's training randomness in round r; it depends
-// on nothing else, so members can train in any order or in any process.
-func TrainingSeed(seed uint64, id identity.PeerID, r uint64) *rand.Rand {
-	var buf [16]byte
-	binary.BigEndian.PutUint64(buf[:8], seed)
-	binary.BigEndian.PutUint64(buf[8:], r)
-	h := sha256.New()
-	h.Write([]byte("globalbrain/train-seed/1"))
-	h.Write(buf[:8])
-	h.Write(id)
-	h.Write(buf[8:])
-	s := h.Sum(nil)
-	return rand.New(rand.NewPCG(binary.BigEndian.Uint64(s[:8]), binary.BigEndian.Uint64(s[8:16])))
-}
-
-// InitialModel is G(0): the model's weights initialised from the seed and the
-// strategy's empty state.
-func InitialModel(c Config, spec train.Spec) (*fedavg.Global, error) {
-	m, err := train.NewModel(spec)
-	if err != nil {
-		return nil, err
-	}
-	w := make([]float32, m.NumParams())
-	m.Init(w, c.Seed)
-	return fedavg.NewGlobal(w), nil
-}
-
 // ModelSpec is the model the configuration trains on data set d.
 func ModelSpec(c Config, d *train.Dataset) train.Spec {
 	return train.Spec{Arch: c.Model, Height: d.Height, Width: d.Width, Channels: d.Channels, Classes: d.Classes}
-}
-
-// LocalUpdate trains member m from global g for round r and returns its update:
-// the float32 delta (local minus global) and its example count, capped at
-// maxExamples as an honest member reports it.
-func LocalUpdate(model *train.Model, g *fedavg.Global, d *train.Dataset, m Member, tc fedavg.TrainConfig, seed, r uint64, maxExamples int64) (fedavg.Update, train.TrainStats, error) {
-	local := slices.Clone(g.Weights)
-	st, err := model.Train(local, g.Weights, d, m.Partition, sgdConfig(tc), TrainingSeed(seed, m.Identity.ID, r))
-	if err != nil {
-		return fedavg.Update{}, st, fmt.Errorf("member %s round %d: %w", m.Identity.ID.Short(), r, err)
-	}
-	for i, w := range g.Weights {
-		local[i] -= w
-	}
-	n := int64(len(m.Partition))
-	if maxExamples > 0 {
-		n = min(n, maxExamples)
-	}
-	return fedavg.Update{Peer: m.Identity.ID, Delta: local, Examples: n}, st, nil
 }
 
 // Run simulates the consortium for c.Rounds rounds on data.
@@ -167,7 +108,7 @@ func Run(ctx context.Context, c Config, data Data, obs Observer) (*Result, error
 		return nil, err
 	}
 	spec := ModelSpec(c, data.Train)
-	g, err := InitialModel(c, spec)
+	g, err := local.Genesis(spec, c.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +197,8 @@ func trainAll(ctx context.Context, workers []*train.Model, g *fedavg.Global, d *
 	for _, model := range workers[:min(len(workers), len(sample))] {
 		wg.Go(func() {
 			for j := range jobs {
-				updates[j], stats[j], errs[j] = LocalUpdate(model, g, d, members[sample[j]], tc, c.Seed, r, c.MaxExamples)
+				m := members[sample[j]]
+				updates[j], stats[j], errs[j] = local.Update(model, g, d, m.Partition, m.Identity.ID, tc, c.Seed, r, c.MaxExamples)
 				mu.Lock()
 				done++
 				if obs.Trained != nil {

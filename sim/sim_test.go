@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/node"
 	"github.com/globalbrain/globalbrain/store"
 	"github.com/globalbrain/globalbrain/train"
@@ -108,15 +107,6 @@ func TestRunCancelled(t *testing.T) {
 	cancel()
 	_, err := Run(ctx, smallConfig(), data, Observer{})
 	require.ErrorIs(t, err, context.Canceled)
-}
-
-func TestTrainingSeedDependsOnEveryInput(t *testing.T) {
-	a, b := identity.Derive(1, 0).ID, identity.Derive(1, 1).ID
-	x := TrainingSeed(1, a, 1).Uint64()
-	require.Equal(t, x, TrainingSeed(1, a, 1).Uint64())
-	require.NotEqual(t, x, TrainingSeed(2, a, 1).Uint64())
-	require.NotEqual(t, x, TrainingSeed(1, b, 1).Uint64())
-	require.NotEqual(t, x, TrainingSeed(1, a, 2).Uint64())
 }
 
 func TestValidateNamesTheField(t *testing.T) {

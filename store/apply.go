@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/globalbrain/globalbrain/round"
 )
 
 // Crash points of Apply, in order.
@@ -14,22 +16,10 @@ const (
 	CrashApplyCommitted    = "apply.committed"     // committed; Apply has not returned yet
 )
 
-// Applied is the applied state after a raft log entry: the round outcome
-// most recently applied and the raft index applied so far (which may be past
-// that outcome's entry, see SetAppliedIndex).
-type Applied struct {
-	// Index is the raft log index applied.
-	Index uint64
-	// Round is the round of the latest applied outcome.
-	Round uint64
-	// Model is the digest of the model blob G(Round).
-	Model Digest
-	// ChainHash is the hash of this outcome record chained to the previous one.
-	ChainHash Digest
-	// Record is the encoded outcome entry. LastApplied leaves it nil once
-	// PruneRounds has removed the record.
-	Record []byte
-}
+// Applied is the applied state after a raft log entry (round.Applied): the
+// round outcome most recently applied and the raft index applied so far
+// (which may be past that outcome's entry, see SetAppliedIndex).
+type Applied = round.Applied
 
 const appliedLen = 8 + 8 + 32 + 32 // Index, Round, Model, ChainHash
 
@@ -96,7 +86,7 @@ func (db *DB) Apply(a Applied) error {
 		return err
 	}
 	if !db.HasBlob(a.Model) {
-		return fmt.Errorf("store: apply index %d round %d: model %x: %w", a.Index, a.Round, a.Model, ErrNoBlob)
+		return fmt.Errorf("store: apply index %d round %d: model %s: %w", a.Index, a.Round, a.Model, ErrNoBlob)
 	}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		meta, rounds := tx.Bucket(bucketMeta), tx.Bucket(bucketRounds)

@@ -8,10 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/globalbrain/globalbrain/fedavg"
 )
 
 // Digest names a blob: the SHA-256 of its bytes.
-type Digest = [32]byte
+type Digest = fedavg.Digest
 
 // Crash points of PutBlob, in order.
 const (
@@ -106,16 +108,16 @@ func (db *DB) Blob(d Digest) ([]byte, error) {
 	p := db.blobPath(d)
 	data, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("store: blob %x: %w", d, ErrNoBlob)
+		return nil, fmt.Errorf("store: blob %s: %w", d, ErrNoBlob)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", p, err)
 	}
 	if sha256.Sum256(data) != d {
 		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			return nil, fmt.Errorf("store: blob %x: %w (removing it: %v)", d, ErrCorruptBlob, rerr)
+			return nil, fmt.Errorf("store: blob %s: %w (removing it: %v)", d, ErrCorruptBlob, rerr)
 		}
-		return nil, fmt.Errorf("store: blob %x: %w", d, ErrCorruptBlob)
+		return nil, fmt.Errorf("store: blob %s: %w", d, ErrCorruptBlob)
 	}
 	return data, nil
 }
@@ -177,15 +179,15 @@ func (db *DB) OpenBlob(d Digest) (io.ReadSeekCloser, int64, error) {
 	}
 	f, err := os.Open(db.blobPath(d))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, fmt.Errorf("store: blob %x: %w", d, ErrNoBlob)
+		return nil, 0, fmt.Errorf("store: blob %s: %w", d, ErrNoBlob)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: blob %x: %w", d, err)
+		return nil, 0, fmt.Errorf("store: blob %s: %w", d, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("store: blob %x: %w", d, err)
+		return nil, 0, fmt.Errorf("store: blob %s: %w", d, err)
 	}
 	return f, st.Size(), nil
 }

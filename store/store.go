@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/globalbrain/globalbrain/round"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -35,7 +36,7 @@ var (
 	ErrCorruptBlob = errors.New("store: corrupt blob")
 	// ErrStale: an Apply or SetAppliedIndex at or below the applied index
 	// (or for a round already decided), or a snapshot older than the stored one.
-	ErrStale = errors.New("store: stale")
+	ErrStale = fmt.Errorf("store: %w", round.ErrStale)
 	// ErrSchema: meta.db carries a schema version this build cannot read.
 	ErrSchema = errors.New("store: unsupported schema version")
 	// ErrClosed: the DB has been closed.

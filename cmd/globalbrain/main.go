@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "status":
 		return status(ctx, args[1:], stdout, stderr)
 	case "member":
-		return member(ctx, args[1:], stdout, stderr)
+		return memberCommand(ctx, args[1:], stdout, stderr)
 	case "simulate":
 		return simulate(ctx, args[1:], stdout, stderr)
 	case "bench":

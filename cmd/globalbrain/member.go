@@ -24,8 +24,8 @@ const memberUsage = `Usage:
       node, which proposes it (run it on the leader's machine)
 `
 
-// member is `globalbrain member add|sign|submit`.
-func member(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// memberCommand is `globalbrain member add|sign|submit`.
+func memberCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, memberUsage)
 		return errors.New("member: add, sign or submit?")

@@ -8,13 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +23,7 @@ import (
 	"github.com/globalbrain/globalbrain/api"
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/member"
 	"github.com/globalbrain/globalbrain/p2p"
 )
 
@@ -146,7 +145,7 @@ func (s *syncBuffer) String() string {
 
 // running is a daemon serving in the background.
 type running struct {
-	d    *daemon
+	d    *member.Member
 	logs *syncBuffer
 	stop context.CancelFunc
 	done chan error
@@ -155,11 +154,11 @@ type running struct {
 func start(t *testing.T, config string) *running {
 	t.Helper()
 	logs := &syncBuffer{}
-	d, err := openDaemon(context.Background(), daemonOptions{config: config, logs: logs, noSync: true})
+	d, err := member.FromConfig(context.Background(), config, member.Flags{Logs: logs, NoSync: true})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{d: d, logs: logs, stop: cancel, done: make(chan error, 1)}
-	go func() { r.done <- d.serve(ctx) }()
+	go func() { r.done <- d.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done
@@ -173,7 +172,7 @@ func start(t *testing.T, config string) *running {
 // getStatusDoc asks a daemon's HTTP API for /status.
 func getStatusDoc(t *testing.T, r *running) api.Status {
 	t.Helper()
-	resp, err := http.Get("http://" + r.d.ln.Addr().String() + "/status")
+	resp, err := http.Get("http://" + r.d.HTTPAddr() + "/status")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var st api.Status
@@ -241,7 +240,7 @@ func TestRunSmoke(t *testing.T) {
 	}
 
 	// /metrics on the same server.
-	resp, err := http.Get("http://" + nodes[0].d.ln.Addr().String() + "/metrics")
+	resp, err := http.Get("http://" + nodes[0].d.HTTPAddr() + "/metrics")
 	require.NoError(t, err)
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -292,32 +291,6 @@ func checkLogLines(t *testing.T, logs string, i int) {
 	}
 }
 
-func TestStatusHandler(t *testing.T) {
-	var buf bytes.Buffer
-	rd, phase := uint64(3), "training"
-	h := newStatusHandler(slog.NewJSONHandler(&buf, nil), "abc123", func() (uint64, string) { return rd, phase })
-	log := slog.New(h)
-	log.Info("plain")
-	log.Info("own round", "round", 7)
-	log.With("peer", "other").Info("own peer")
-	log.WithGroup("g").Info("grouped", "k", 1)
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	require.Len(t, lines, 4)
-	var recs []map[string]any
-	for _, l := range lines {
-		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(l), &m))
-		recs = append(recs, m)
-		require.Equal(t, 1, strings.Count(l, `"round"`), l)
-		require.Equal(t, 1, strings.Count(l, `"peer"`), l)
-	}
-	require.Equal(t, map[string]any{"peer": "abc123", "round": 3.0, "phase": "training"},
-		map[string]any{"peer": recs[0]["peer"], "round": recs[0]["round"], "phase": recs[0]["phase"]})
-	require.Equal(t, 7.0, recs[1]["round"])
-	require.Equal(t, "other", recs[2]["peer"])
-	require.Equal(t, "training", recs[2]["phase"])
-}
-
 func TestRunRefusesNonMember(t *testing.T) {
 	root, configs := smokeConsortium(t)
 	// A fourth lab that the manifest does not list.
@@ -328,13 +301,13 @@ func TestRunRefusesNonMember(t *testing.T) {
 	require.NoError(t, err)
 	cfg := filepath.Join(dir, "node.yaml")
 	require.NoError(t, os.WriteFile(cfg, b, 0o644))
-	_, err = openDaemon(context.Background(), daemonOptions{config: cfg, logs: io.Discard, noSync: true})
+	_, err = member.FromConfig(context.Background(), cfg, member.Flags{Logs: io.Discard, NoSync: true})
 	require.ErrorContains(t, err, "is not a member of \"smoke\"")
 	require.ErrorContains(t, err, "run with --join")
 
 	// A config whose key does not exist yet.
 	require.NoError(t, os.Remove(filepath.Join(dir, "identity.key")))
-	_, err = openDaemon(context.Background(), daemonOptions{config: cfg, logs: io.Discard, noSync: true})
+	_, err = member.FromConfig(context.Background(), cfg, member.Flags{Logs: io.Discard, NoSync: true})
 	require.ErrorContains(t, err, "create one with globalbrain init")
 
 	// A manifest whose model does not fit the data.
@@ -344,16 +317,6 @@ func TestRunRefusesNonMember(t *testing.T) {
 	out, err := m.Marshal()
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(root, "consortium.yaml"), out, 0o644))
-	_, err = openDaemon(context.Background(), daemonOptions{config: configs[1], logs: io.Discard, noSync: true})
+	_, err = member.FromConfig(context.Background(), configs[1], member.Flags{Logs: io.Discard, NoSync: true})
 	require.ErrorContains(t, err, "the manifest's model 28x28x1 and 5 classes")
 }
-
-func TestStatusHandlerGroups(t *testing.T) {
-	var buf bytes.Buffer
-	h := newStatusHandler(slog.NewJSONHandler(&buf, nil), "abc123", func() (uint64, string) { return 5, "closing" })
-	slog.New(h).With("a", 1).WithGroup("g").With("b", 2).WithGroup("h").Info("deep", "c", 3)
-	require.JSONEq(t, `{"a":1,"peer":"abc123","round":5,"phase":"closing","g":{"b":2,"h":{"c":3}}}`,
-		regexpTimeLevelMsg.ReplaceAllString(strings.TrimSpace(buf.String()), "{"))
-}
-
-var regexpTimeLevelMsg = regexp.MustCompile(`^\{"time":"[^"]*","level":"INFO","msg":"deep",`)

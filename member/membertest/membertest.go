@@ -1,0 +1,120 @@
+// Package membertest builds test clusters the way production builds a
+// member (member.Open), over the in-memory network: MakeCluster starts n
+// genesis members (and joiners) of a small logistic-regression consortium,
+// each with its own store in a temporary directory, and RunUntil ticks
+// them until a condition holds. Tests of node, member and the transport
+// share it, so what they test is wired as `globalbrain run` wires it.
+package membertest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/member"
+	"github.com/globalbrain/globalbrain/node"
+	"github.com/globalbrain/globalbrain/store"
+)
+
+// FixedTrainer returns the same small update every round, scaled by
+// Scale and the round: fast, deterministic, distinct per member.
+type FixedTrainer struct{ Scale float32 }
+
+// Train implements node.Trainer.
+func (f FixedTrainer) Train(_ context.Context, r uint64, g *fedavg.Global, _ fedavg.TrainConfig) ([]float32, int64, error) {
+	d := make([]float32, len(g.Weights))
+	for i := range d {
+		d[i] = f.Scale * float32(r) * 1e-4
+	}
+	return d, 100, nil
+}
+
+// Options shape a cluster.
+type Options struct {
+	Members int // genesis members
+	Rounds  int // the manifest's rounds
+	Retain  int // retain_rounds, 0 for the default
+	// Joiners are members added after genesis (not in the manifest).
+	Joiners []identity.Identity
+}
+
+// Cluster is a running consortium in one process.
+type Cluster struct {
+	Net      *node.MemNet
+	IDs      []identity.Identity
+	Manifest *manifest.Manifest
+	Members  []*member.Member
+}
+
+// MakeCluster starts the cluster; the test's cleanup stops it.
+func MakeCluster(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	c := &Cluster{Net: node.NewMemNet(1)}
+	var pids []identity.PeerID
+	for i := range o.Members {
+		c.IDs = append(c.IDs, identity.Derive(42, i))
+		pids = append(pids, c.IDs[i].ID)
+	}
+	c.Manifest = manifest.Example(pids)
+	c.Manifest.Model.Arch = "logreg"
+	c.Manifest.Training.Rounds = o.Rounds
+	if o.Retain > 0 {
+		c.Manifest.Round.RetainRounds = o.Retain
+	}
+	c.Manifest.Round.Deadline = manifest.Duration(2 * time.Second)
+	if err := c.Manifest.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	genesis := len(c.IDs)
+	c.IDs = append(c.IDs, o.Joiners...)
+	for i, id := range c.IDs {
+		m, err := member.Open(ctx, member.Options{
+			Identity: id, Manifest: c.Manifest, StoreDir: t.TempDir(), Store: store.Options{NoSync: true},
+			MemNet: c.Net, Trainer: FixedTrainer{Scale: float32(i + 1)}, Joining: i >= genesis,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Members = append(c.Members, m)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = m.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	return c
+}
+
+// Node returns member i's node.
+func (c *Cluster) Node(i int) *node.Node { return c.Members[i].Node() }
+
+// Store returns member i's store.
+func (c *Cluster) Store(i int) *store.DB { return c.Members[i].Store() }
+
+// RunUntil ticks every node until cond holds, failing the test after 30 s.
+func (c *Cluster) RunUntil(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		for _, m := range c.Members {
+			m.Node().Tick()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// AllApplied reports whether every member applied round r.
+func (c *Cluster) AllApplied(r uint64) bool {
+	for _, m := range c.Members {
+		if m.Node().Status().Applied < r {
+			return false
+		}
+	}
+	return true
+}

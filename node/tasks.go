@@ -1,0 +1,221 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/round"
+)
+
+// Tasks run off the loop: each reads what it needs, does its work and
+// returns the function that reports the result to the machine on the loop.
+// A task never decides what to do next: a missing blob goes back to the
+// machine, which fetches it and hands the task out again.
+
+// loadModel returns the model with digest d: the cached applied model, or
+// the store's blob. cached is read on the loop before the task starts.
+func (n *Node) loadModel(cached *fedavg.Global, d fedavg.Digest) (*fedavg.Global, error) {
+	if cached != nil && cached.Digest() == d {
+		return cached, nil
+	}
+	if !n.cfg.Store.HasBlob(d) {
+		return nil, &round.MissingBlobError{Digests: []fedavg.Digest{d}}
+	}
+	b, err := n.cfg.Store.Blob(d)
+	if err != nil {
+		return nil, err
+	}
+	return fedavg.Decode(b)
+}
+
+func (n *Node) train(ctx context.Context, t *round.TrainTask) {
+	cached := n.model
+	n.async(ctx, func() func() {
+		base, err := n.loadModel(cached, t.Base)
+		if err != nil {
+			n.log.Error("cannot train: base model; declining", "round", t.Round, "err", err)
+			return func() { n.m.Decline(t.Round) }
+		}
+		cfg := n.strategy.Configure(t.Round, base)
+		delta, examples, err := n.cfg.Trainer.Train(ctx, t.Round, base, cfg)
+		if err != nil {
+			if ctx.Err() == nil {
+				n.log.Error("training failed; declining", "round", t.Round, "err", err)
+			}
+			return func() { n.m.Decline(t.Round) }
+		}
+		b := round.EncodeUpdate(delta)
+		d, err := n.cfg.Store.PutBlob(b) // persist before publish
+		if err != nil {
+			n.log.Error("cannot store update; declining", "round", t.Round, "err", err)
+			return func() { n.m.Decline(t.Round) }
+		}
+		n.gate.Serve(d)
+		return func() {
+			n.blobRound[d] = t.Round
+			n.m.Trained(t.Round, d, int64(len(b)), examples)
+		}
+	})
+}
+
+func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
+	if n.cfg.Store.HasBlob(f.Digest) {
+		n.m.BlobStored(f.Digest)
+		return
+	}
+	r := n.m.State().Round + 1
+	n.async(ctx, func() func() {
+		select {
+		case n.fetches <- struct{}{}:
+			defer func() { <-n.fetches }()
+		case <-ctx.Done():
+			return nil
+		}
+		b, err := n.cfg.Network.Fetch(ctx, f.From, f.Digest)
+		if err == nil && fedavg.DigestBytes(b) != f.Digest {
+			err = fmt.Errorf("node: blob from %s does not match digest %s", f.From.Short(), f.Digest.String()[:12])
+		}
+		if err == nil {
+			_, err = n.cfg.Store.PutBlob(b)
+		}
+		return func() {
+			if err != nil {
+				n.log.Debug("fetch failed", "digest", f.Digest.String()[:12], "err", err)
+				n.m.FetchFailed(f.Digest)
+				return
+			}
+			n.blobRound[f.Digest] = r
+			n.m.BlobStored(f.Digest)
+		}
+	})
+}
+
+// outcome computes G(r) on base from the stored blobs; a missing blob is a
+// *round.MissingBlobError.
+func (n *Node) outcome(cached *fedavg.Global, base fedavg.Digest, r uint64, inc []*round.Message) (*fedavg.Global, error) {
+	g, err := n.loadModel(cached, base)
+	if err != nil {
+		return nil, err
+	}
+	return round.Outcome(n.strategy, g, r, inc, n.cfg.Manifest.Round.MaxExamplesPerMember, func(d fedavg.Digest) ([]byte, bool) {
+		b, err := n.cfg.Store.Blob(d)
+		return b, err == nil
+	})
+}
+
+func (n *Node) aggregate(ctx context.Context, t *round.AggregateTask) {
+	cached := n.model
+	n.async(ctx, func() func() {
+		g, err := n.outcome(cached, t.Base, t.Round, t.Included)
+		var d fedavg.Digest
+		if err == nil {
+			d = g.Digest()
+			if _, err = n.cfg.Store.PutBlob(g.Encode()); err != nil {
+				err = fmt.Errorf("node: store model: %w", err)
+			} else {
+				n.gate.Serve(d)
+			}
+		}
+		return func() {
+			if err == nil {
+				n.blobRound[d] = t.Round
+			}
+			n.m.Aggregated(t, d, err)
+		}
+	})
+}
+
+// apply recomputes, verifies and persists a committed outcome: the model
+// blob first, then one store transaction, then the machine hears of it.
+func (n *Node) apply(ctx context.Context, t *round.ApplyTask) {
+	cached := n.model
+	n.async(ctx, func() func() {
+		g, err := n.outcome(cached, t.Entry.Base, t.Entry.Round, t.Entry.Included)
+		if err != nil {
+			return func() { n.m.Applied(t, fedavg.Digest{}, err) }
+		}
+		d := g.Digest()
+		if d != t.Entry.Result {
+			return func() { n.m.Applied(t, d, nil) } // the machine judges the entry invalid
+		}
+		if _, err := n.cfg.Store.PutBlob(g.Encode()); err != nil {
+			return n.fail(fmt.Errorf("node: store model of round %d: %w", t.Entry.Round, err))
+		}
+		if err := n.cfg.Store.Apply(round.Applied{Index: t.Index, Round: t.Entry.Round, Model: d, ChainHash: t.Chain, Record: t.Encoded}); err != nil {
+			return n.fail(fmt.Errorf("node: apply round %d: %w", t.Entry.Round, err))
+		}
+		n.gate.Serve(d)
+		return func() {
+			n.model = g
+			n.blobRound[d] = t.Entry.Round
+			n.m.Applied(t, d, nil)
+			n.collectBlobs(t.Entry.Round, d)
+			n.log.Info("applied", "round", t.Entry.Round, "kind", t.Entry.Kind, "included", len(t.Entry.Included), "model", d.String()[:12])
+			if n.cfg.OnApply != nil {
+				n.cfg.OnApply(Applied{Round: t.Entry.Round, Index: t.Index, Entry: t.Entry, Model: g})
+			}
+		}
+	})
+}
+
+// install persists the applied state of a snapshot the machine adopted,
+// once its model blob is stored.
+func (n *Node) install(ctx context.Context, st *round.State) {
+	cached := n.model
+	n.async(ctx, func() func() {
+		g, err := n.loadModel(cached, st.Model)
+		if err != nil {
+			return func() { n.m.Installed(st, err) }
+		}
+		if err := n.cfg.Store.Apply(round.Applied{Index: st.Index, Round: st.Round, Model: st.Model, ChainHash: st.Chain}); err != nil && !errors.Is(err, round.ErrStale) {
+			return n.fail(fmt.Errorf("node: install snapshot of round %d: %w", st.Round, err))
+		}
+		n.gate.Serve(st.Model)
+		return func() {
+			n.model = g
+			n.m.Installed(st, nil)
+			n.log.Info("installed snapshot", "round", st.Round, "model", st.Model.String()[:12])
+		}
+	})
+}
+
+// fail stops the loop with err: the store failed, and nothing the node
+// does next could be trusted to persist.
+func (n *Node) fail(err error) func() {
+	return func() { n.stop = err }
+}
+
+func (n *Node) sync(ctx context.Context, r uint64) {
+	n.async(ctx, func() func() {
+		ins := n.cfg.Network.Pull(ctx, r)
+		return func() {
+			for _, in := range ins {
+				n.receive(ctx, in)
+			}
+		}
+	})
+}
+
+// collectBlobs deletes the blobs this run stored more than twice
+// retain_rounds rounds ago (the log behind a snapshot can reach that far
+// back, and members catching up through it fetch those blobs); the applied
+// model is always kept. Blobs stored before a restart are not tracked and
+// stay.
+func (n *Node) collectBlobs(applied uint64, model fedavg.Digest) {
+	keep := 2*uint64(max(n.cfg.Manifest.Round.RetainRounds, 1)) + 1
+	if applied <= keep {
+		return
+	}
+	for d, r := range n.blobRound {
+		if r+keep < applied && d != model {
+			n.gate.Unserve(d)
+			if err := n.cfg.Store.DeleteBlob(d); err != nil {
+				n.log.Warn("delete old blob", "digest", d.String()[:12], "err", err)
+				continue
+			}
+			delete(n.blobRound, d)
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package round
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/wire"
+)
+
+// Gate is the one admission rule for gossip, shared by the transport's
+// validator (which runs on the transport's goroutines) and the Machine
+// (which re-checks the window when it steps a message): the author must be
+// a member, the gossip author the message's signer, the round inside the
+// window [applied-1, applied+2] and the signature valid. It also holds the
+// digests the member may serve. The Machine keeps the gate's applied round
+// and membership current; every method is safe for concurrent use.
+type Gate struct {
+	consortium [32]byte
+	members    atomic.Pointer[[]identity.PeerID] // sorted
+	applied    atomic.Uint64
+	servable   sync.Map // Digest -> struct{}
+}
+
+// NewGate returns a gate for a consortium whose membership is members.
+func NewGate(consortium [32]byte, members []identity.PeerID) *Gate {
+	g := &Gate{consortium: consortium}
+	g.setMembers(members)
+	return g
+}
+
+func (g *Gate) setMembers(ms []identity.PeerID) {
+	ms = slices.Clone(ms)
+	slices.SortFunc(ms, identity.Compare)
+	g.members.Store(&ms)
+}
+
+// Members returns the applied membership, sorted.
+func (g *Gate) Members() []identity.PeerID { return *g.members.Load() }
+
+// IsMember reports whether id is a member.
+func (g *Gate) IsMember(id identity.PeerID) bool {
+	_, ok := slices.BinarySearchFunc(g.Members(), id, identity.Compare)
+	return ok
+}
+
+// Applied returns the last decided round as the gate knows it.
+func (g *Gate) Applied() uint64 { return g.applied.Load() }
+
+// inWindow reports whether round r is inside the window around applied.
+func inWindow(r, applied uint64) bool { return r+1 >= applied && r <= applied+2 }
+
+// Validate judges a gossip message whose authenticated gossip author is
+// author. An accepted message comes back decoded and verified, to be handed
+// to Machine.Step as it is (the signature is not checked again).
+func (g *Gate) Validate(author identity.PeerID, b []byte) (wire.Verdict, string, any) {
+	msg, v, reason := g.Check(author, b)
+	if v != wire.Accept {
+		return v, reason, nil
+	}
+	return v, "", msg
+}
+
+// Check is Validate with a typed result: the decoded message comes back
+// whenever it decodes, refused or not (the caller may count by kind).
+func (g *Gate) Check(author identity.PeerID, b []byte) (*Message, wire.Verdict, string) {
+	msg, err := DecodeMessage(b)
+	if err != nil {
+		return nil, wire.Reject, wire.ReasonMalformed
+	}
+	if identity.Compare(msg.Author, author) != 0 {
+		return msg, wire.Reject, wire.ReasonAuthorMismatch
+	}
+	if !g.IsMember(author) {
+		return msg, wire.Reject, wire.ReasonNotMember
+	}
+	if !inWindow(msg.Round, g.Applied()) {
+		return msg, wire.Ignore, wire.ReasonStale
+	}
+	if err := msg.Verify(g.consortium); err != nil {
+		return msg, wire.Reject, wire.ReasonBadSignature
+	}
+	msg.verified = true
+	return msg, wire.Accept, ""
+}
+
+// Verdict maps a Machine.Step error onto a gossip verdict and reason.
+func Verdict(err error) (wire.Verdict, string) {
+	switch {
+	case err == nil:
+		return wire.Accept, ""
+	case errors.Is(err, ErrStale):
+		return wire.Ignore, wire.ReasonStale
+	case errors.Is(err, ErrNotMember):
+		return wire.Reject, wire.ReasonNotMember
+	case errors.Is(err, ErrBadSignature):
+		return wire.Reject, wire.ReasonBadSignature
+	}
+	return wire.Reject, wire.ReasonMalformed
+}
+
+// Serve records that blob d may be served to members (it is named in a
+// valid announcement or entry, or is this member's own).
+func (g *Gate) Serve(d Digest) { g.servable.Store(d, struct{}{}) }
+
+// Unserve withdraws d (the blob was deleted).
+func (g *Gate) Unserve(d Digest) { g.servable.Delete(d) }
+
+// Servable reports whether blob d may be served.
+func (g *Gate) Servable(d [32]byte) bool {
+	_, ok := g.servable.Load(Digest(d))
+	return ok
+}
+
+// Applied is an applied outcome as a member persists it: the Raft index
+// applied, the round and model it decided, the hash chain up to it, and
+// the encoded entry.
+type Applied struct {
+	// Index is the raft log index applied.
+	Index uint64
+	// Round is the round of the latest applied outcome.
+	Round uint64
+	// Model is the digest of the model blob G(Round).
+	Model Digest
+	// ChainHash is the hash of this outcome record chained to the previous one.
+	ChainHash Digest
+	// Record is the encoded outcome entry; nil once the store pruned it.
+	Record []byte
+}

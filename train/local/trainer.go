@@ -1,0 +1,76 @@
+package local
+
+import (
+	"context"
+	"time"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/train"
+)
+
+// Trainer is the built-in trainer: it trains one member's part of a data
+// set with the built-in engine, taking a model from a pool for each round
+// (a pool shared by the members of a simulation bounds how many train at
+// once). It implements the node's Trainer.
+type Trainer struct {
+	Data   *train.Dataset
+	Part   []int           // indices into Data
+	ID     identity.PeerID // the member: it seeds the training randomness
+	Seed   uint64
+	Cap    int64             // max_examples_per_member, 0 for none
+	Models chan *train.Model // the pool; NewTrainer makes one of one model
+	// Observe, if set, hears of every finished training.
+	Observe func(r uint64, u fedavg.Update, st train.TrainStats, took time.Duration)
+}
+
+// NewTrainer is a Trainer with a pool of one model of spec.
+func NewTrainer(spec train.Spec, d *train.Dataset, part []int, id identity.PeerID, seed uint64, cap int64) (*Trainer, error) {
+	m, err := train.NewModel(spec)
+	if err != nil {
+		return nil, err
+	}
+	pool := make(chan *train.Model, 1)
+	pool <- m
+	return &Trainer{Data: d, Part: part, ID: id, Seed: seed, Cap: cap, Models: pool}, nil
+}
+
+// Train returns member t.ID's update for round r from g. Local training
+// cannot be interrupted, so when ctx ends first (the node stops) Train
+// returns at once and the training finishes unobserved, its update dropped:
+// a node shutting down never waits for a round's training.
+func (t *Trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fedavg.TrainConfig) ([]float32, int64, error) {
+	type result struct {
+		u   fedavg.Update
+		st  train.TrainStats
+		err error
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	var model *train.Model
+	select {
+	case model = <-t.Models:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	start := time.Now()
+	done := make(chan result, 1)
+	go func() {
+		defer func() { t.Models <- model }()
+		u, st, err := Update(model, g, t.Data, t.Part, t.ID, cfg, t.Seed, r, t.Cap)
+		done <- result{u, st, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	case res := <-done:
+		if res.err != nil {
+			return nil, 0, res.err
+		}
+		if t.Observe != nil {
+			t.Observe(r, res.u, res.st, time.Since(start))
+		}
+		return res.u.Delta, res.u.Examples, nil
+	}
+}
