@@ -14,15 +14,20 @@
 // halts.
 //
 // Round and phase state are a pure function of the applied log. The Machine
-// does no I/O, reads no clock and starts no goroutines. The caller's loop:
+// does no I/O, reads no clock and starts no goroutines, and it makes every
+// protocol decision: what to fetch, when to fetch again, when a task that
+// waited for a blob is handed out again. The Gate is its admission rule for
+// gossip, shared with the transport's validator (safe for concurrent use).
+// The caller's loop:
 //
 //	for {
-//		// feed: m.Tick(), m.StepRaft(msg), m.Step(gossip), and task results
-//		// (m.Trained, m.BlobStored, m.Aggregated, m.Applied)
+//		// feed: m.Tick(), m.StepRaft(msg), m.Step(gossip from the gate), and
+//		// task results (m.Trained, m.Decline, m.BlobStored, m.FetchFailed,
+//		// m.Aggregated, m.Applied, m.Installed)
 //		rd := m.Ready()
 //		persist(rd.HardState, rd.Entries, rd.Snapshot) // before anything is sent
-//		send(rd.Messages); publish(rd.Gossip)
-//		start(rd.Train, rd.Fetch, rd.Aggregate, rd.Apply)
+//		send(rd.Messages); publish(rd.Gossip); setAllowList(rd.Members)
+//		start(rd.Install, rd.Train, rd.Sync, rd.Fetch, rd.Aggregate, rd.Apply)
 //		m.Advance(rd)
 //	}
 package round

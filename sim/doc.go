@@ -8,5 +8,11 @@
 // randomness in round r is seeded from (seed, peer ID, r) and never drawn from
 // a shared stream, an update is the float32 delta (local minus global) exactly
 // as it would be published, and the strategy aggregates in peer-ID order.
-// Members train in parallel; the result does not depend on scheduling.
+// Members train in parallel; the result does not depend on scheduling. Local
+// training itself is package train/local's, which every node uses too.
+//
+// RunNodes and RunLibp2p run every member as a full node, wired by package
+// member exactly as `globalbrain run` wires one, over the in-memory network
+// in virtual time or over real libp2p hosts on 127.0.0.1, with injected
+// faults; they must end on the direct loop's digest.
 package sim
