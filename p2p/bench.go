@@ -20,6 +20,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/globalbrain/globalbrain/fedavg"
 )
 
 // MeasureBlobVsTCP measures the blob protocol against plain TCP on loopback:
@@ -78,7 +80,7 @@ type nopSeekCloser struct{ *bytes.Reader }
 
 func (nopSeekCloser) Close() error { return nil }
 
-func (b *bytesSource) OpenBlob(d [32]byte) (io.ReadSeekCloser, int64, error) {
+func (b *bytesSource) OpenBlob(d fedavg.Digest) (io.ReadSeekCloser, int64, error) {
 	if d != b.d {
 		return nil, 0, errors.New("p2p: no such blob")
 	}
@@ -89,8 +91,8 @@ func (b *bytesSource) OpenBlob(d [32]byte) (io.ReadSeekCloser, int64, error) {
 // it, ready to fetch the blob.
 type blobBench struct {
 	hosts   []host.Host
-	srv     *BlobService
-	clients []*BlobService
+	srv     *blobService
+	clients []*blobService
 	d       [32]byte
 	size    int
 }
@@ -125,13 +127,13 @@ func newBlobBench(ctx context.Context, data []byte, peers int) (_ *blobBench, er
 	isMember := func(p peer.ID) bool { return members[p] }
 	lim := Limits{MaxBlob: max(int64(len(data)), DefaultLimits().MaxBlob)}
 	src := &bytesSource{d: b.d, data: data}
-	b.srv = NewBlobService(b.hosts[0], benchBlobProto, src, isMember, func(d [32]byte) bool { return d == b.d }, lim, nil, nil)
+	b.srv = newBlobService(b.hosts[0], benchBlobProto, src, isMember, func(d [32]byte) bool { return d == b.d }, lim, nil, nil)
 	server := peer.AddrInfo{ID: b.hosts[0].ID(), Addrs: b.hosts[0].Addrs()}
 	for _, h := range b.hosts[1:] {
 		if err := h.Connect(ctx, server); err != nil {
 			return nil, err
 		}
-		b.clients = append(b.clients, NewBlobService(h, benchBlobProto, nil, isMember, nil, lim, nil, nil))
+		b.clients = append(b.clients, newBlobService(h, benchBlobProto, nil, isMember, nil, lim, nil, nil))
 	}
 	return b, nil
 }

@@ -16,9 +16,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
-// blobName is the protocol name under which BlobService counts in Stats.
+// blobName is the protocol name under which blobService counts in Stats.
 const blobName = "blob"
 
 // Blob response status codes (see the wire format in frame.go).
@@ -61,12 +64,12 @@ func (p permanent) Unwrap() error { return p.error }
 type BlobSource interface {
 	// OpenBlob returns a reader positioned at the start of the blob with
 	// digest d and the blob's size.
-	OpenBlob(d [32]byte) (io.ReadSeekCloser, int64, error)
+	OpenBlob(d fedavg.Digest) (io.ReadSeekCloser, int64, error)
 }
 
-// BlobService serves and fetches content-addressed blobs over one protocol.
+// blobService serves and fetches content-addressed blobs over one protocol.
 // It counts under the protocol name "blob" in Stats.
-type BlobService struct {
+type blobService struct {
 	h        host.Host
 	id       protocol.ID
 	src      BlobSource
@@ -82,10 +85,10 @@ type BlobService struct {
 	once     sync.Once
 }
 
-// NewBlobService serves the blobs of src over protocol id on h to members for
+// newBlobService serves the blobs of src over protocol id on h to members for
 // which servable(d) is true, and fetches blobs from other members. src may be
 // nil for a node that only fetches.
-func NewBlobService(h host.Host, id protocol.ID, src BlobSource, isMember func(peer.ID) bool, servable func([32]byte) bool, lim Limits, stats *Stats, log *slog.Logger) *BlobService {
+func newBlobService(h host.Host, id protocol.ID, src BlobSource, isMember func(peer.ID) bool, servable func([32]byte) bool, lim Limits, stats *Stats, log *slog.Logger) *blobService {
 	lim = lim.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -97,7 +100,7 @@ func NewBlobService(h host.Host, id protocol.ID, src BlobSource, isMember func(p
 		isMember = func(peer.ID) bool { return false }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &BlobService{
+	b := &blobService{
 		h: h, id: id, src: src, isMember: isMember, servable: servable,
 		lim: lim, stats: stats, log: log,
 		g:   newGuard(blobName, isMember, lim, stats, log),
@@ -110,7 +113,7 @@ func NewBlobService(h host.Host, id protocol.ID, src BlobSource, isMember func(p
 
 // Close removes the handler, cuts the streams being served and ends the
 // fetches in progress.
-func (b *BlobService) Close() error {
+func (b *blobService) Close() error {
 	b.once.Do(func() {
 		b.h.RemoveStreamHandler(b.id)
 		b.cancel()
@@ -120,7 +123,7 @@ func (b *BlobService) Close() error {
 }
 
 // handle serves one blob request.
-func (b *BlobService) handle(s network.Stream) {
+func (b *blobService) handle(s network.Stream) {
 	if !b.g.admit(s) {
 		return
 	}
@@ -206,7 +209,7 @@ func (b *BlobService) handle(s network.Stream) {
 var blobBufPool = sync.Pool{New: func() any { b := make([]byte, blobChunk); return &b }}
 
 // refuse answers a request with a non-zero status and a reason frame, and counts reason.
-func (b *BlobService) refuse(s network.Stream, code byte, reason, text string) {
+func (b *blobService) refuse(s network.Stream, code byte, reason, text string) {
 	b.stats.Inc(blobName, reason)
 	msg := append([]byte{code}, appendFrame(nil, []byte(text))...)
 	_ = s.SetWriteDeadline(time.Now().Add(b.lim.ReadTimeout))
@@ -232,15 +235,15 @@ type fetchState struct {
 // buffer starts at 16 MiB and grows to the announced size only once those
 // bytes have arrived, so a peer that announces a large blob and stalls costs
 // little memory.
-func (b *BlobService) Fetch(ctx context.Context, from peer.ID, d [32]byte) ([]byte, error) {
+func (b *blobService) Fetch(ctx context.Context, from peer.ID, d [32]byte) ([]byte, error) {
 	buf, _, err := b.fetch(ctx, from, d)
 	return buf, err
 }
 
 // fetch is Fetch that also returns the offsets it requested.
-func (b *BlobService) fetch(ctx context.Context, from peer.ID, d [32]byte) ([]byte, []uint64, error) {
+func (b *blobService) fetch(ctx context.Context, from peer.ID, d [32]byte) ([]byte, []uint64, error) {
 	if !b.isMember(from) {
-		b.stats.Inc(blobName, ReasonNotMember)
+		b.stats.Inc(blobName, wire.ReasonNotMember)
 		return nil, nil, fmt.Errorf("p2p: fetch from %s: not a member", from)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -291,7 +294,7 @@ func (b *BlobService) fetch(ctx context.Context, from peer.ID, d [32]byte) ([]by
 
 // fetchOnce sends one request from offset len(f.buf) and reads until the end
 // of the blob or an error. Errors wrapped in permanent end the fetch.
-func (b *BlobService) fetchOnce(ctx context.Context, from peer.ID, d [32]byte, f *fetchState) (err error) {
+func (b *blobService) fetchOnce(ctx context.Context, from peer.ID, d [32]byte, f *fetchState) (err error) {
 	s, err := b.h.NewStream(ctx, from, b.id)
 	if err != nil {
 		return err
@@ -379,7 +382,7 @@ func (b *BlobService) fetchOnce(ctx context.Context, from peer.ID, d [32]byte, f
 }
 
 // cut counts a broken outbound transfer as timeout or stream_error and returns err.
-func (b *BlobService) cut(err error) error {
+func (b *blobService) cut(err error) error {
 	if isTimeout(err) {
 		b.stats.Inc(blobName, ReasonTimeout)
 	} else {

@@ -15,6 +15,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 const testBlobProto = protocol.ID("/globalbrain-test/blob/1")
@@ -81,7 +84,7 @@ func (r *memReader) Seek(off int64, whence int) (int64, error) {
 
 func (r *memReader) Close() error { r.end(); return nil }
 
-func (m *memSource) OpenBlob(d [32]byte) (io.ReadSeekCloser, int64, error) {
+func (m *memSource) OpenBlob(d fedavg.Digest) (io.ReadSeekCloser, int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.blobs[d]
@@ -107,14 +110,14 @@ func randBytes(t testing.TB, n int) []byte {
 	return b
 }
 
-// blobPair starts a server and a client BlobService on two real hosts.
-func blobPair(t *testing.T, src *memSource, serverLim, clientLim Limits) (srv, cli *BlobService, srvStats, cliStats *Stats) {
+// blobPair starts a server and a client blobService on two real hosts.
+func blobPair(t *testing.T, src *memSource, serverLim, clientLim Limits) (srv, cli *blobService, srvStats, cliStats *Stats) {
 	t.Helper()
 	hs := spHosts(t, 2)
 	members := spMembers(hs...)
 	srvStats, cliStats = new(Stats), new(Stats)
-	srv = NewBlobService(hs[0], testBlobProto, src, members, src.servable, serverLim, srvStats, nil)
-	cli = NewBlobService(hs[1], testBlobProto, nil, members, nil, clientLim, cliStats, nil)
+	srv = newBlobService(hs[0], testBlobProto, src, members, src.servable, serverLim, srvStats, nil)
+	cli = newBlobService(hs[1], testBlobProto, nil, members, nil, clientLim, cliStats, nil)
 	t.Cleanup(func() { _ = cli.Close(); _ = srv.Close() })
 	return
 }
@@ -185,14 +188,14 @@ func TestBlobNonMemberRefused(t *testing.T) {
 	src := newMemSource(data)
 	hs := spHosts(t, 2)
 	srvStats := new(Stats)
-	srv := NewBlobService(hs[0], testBlobProto, src, spMembers(hs[0]), src.servable, Limits{}, srvStats, nil)
+	srv := newBlobService(hs[0], testBlobProto, src, spMembers(hs[0]), src.servable, Limits{}, srvStats, nil)
 	defer srv.Close()
-	cli := NewBlobService(hs[1], testBlobProto, nil, spMembers(hs...), nil, Limits{}, nil, nil)
+	cli := newBlobService(hs[1], testBlobProto, nil, spMembers(hs...), nil, Limits{}, nil, nil)
 	defer cli.Close()
 	if _, err := cli.Fetch(context.Background(), hs[0].ID(), sha256.Sum256(data)); err == nil {
 		t.Fatal("non-member fetched a blob")
 	}
-	if got := srvStats.Get(blobName, ReasonNotMember); got == 0 {
+	if got := srvStats.Get(blobName, wire.ReasonNotMember); got == 0 {
 		t.Fatalf("not_member not counted: %v", srvStats.Snapshot())
 	}
 	if srvStats.Get(blobName, ReasonServed) != 0 {
@@ -200,9 +203,9 @@ func TestBlobNonMemberRefused(t *testing.T) {
 	}
 	// The client side refuses to fetch from a non-member without dialling.
 	cliStats := new(Stats)
-	cli2 := NewBlobService(hs[1], "/globalbrain-test/blob/other", nil, spMembers(hs[1]), nil, Limits{}, cliStats, nil)
+	cli2 := newBlobService(hs[1], "/globalbrain-test/blob/other", nil, spMembers(hs[1]), nil, Limits{}, cliStats, nil)
 	defer cli2.Close()
-	if _, err := cli2.Fetch(context.Background(), hs[0].ID(), sha256.Sum256(data)); err == nil || cliStats.Get(blobName, ReasonNotMember) != 1 {
+	if _, err := cli2.Fetch(context.Background(), hs[0].ID(), sha256.Sum256(data)); err == nil || cliStats.Get(blobName, wire.ReasonNotMember) != 1 {
 		t.Fatalf("fetch from non-member: %v %v", err, cliStats.Snapshot())
 	}
 }
@@ -398,7 +401,7 @@ func TestBlobHugeSizeFieldRefusedWithoutAllocating(t *testing.T) {
 		_ = s.Reset()
 	})
 	stats := new(Stats)
-	cli := NewBlobService(hs[1], testBlobProto, nil, members, nil, Limits{}, stats, nil)
+	cli := newBlobService(hs[1], testBlobProto, nil, members, nil, Limits{}, stats, nil)
 	defer cli.Close()
 	before := spTotalAlloc()
 	_, err := cli.Fetch(context.Background(), hs[0].ID(), [32]byte{1})

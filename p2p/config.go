@@ -21,50 +21,30 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
-// Verdict is what the gossip validator decides about a message.
-type Verdict int
-
-// Verdicts map onto gossipsub's validation results.
-const (
-	// Accept delivers the message and forwards it to other members.
-	Accept Verdict = iota
-	// Ignore drops the message without penalising the peer that forwarded
-	// it: stale rounds, duplicates.
-	Ignore
-	// Reject drops the message and counts against the forwarding peer's
-	// score: malformed, forged, not from a member.
-	Reject
-)
-
-// String returns "accept", "ignore" or "reject".
-func (v Verdict) String() string {
-	switch v {
-	case Accept:
-		return "accept"
-	case Ignore:
-		return "ignore"
-	case Reject:
-		return "reject"
-	}
-	return fmt.Sprintf("verdict(%d)", int(v))
+// Gate judges gossip and says what may be served; the node's round.Gate
+// implements it. Its methods run on the host's goroutines (pubsub's
+// validators, including within Publish for the member's own messages, and
+// the stream handlers), concurrently, so they must be cheap, safe for
+// concurrent use and never wait on the node's event loop.
+type Gate interface {
+	// Validate judges a gossip message whose authenticated gossip author is
+	// author (the host has checked that author is on its allow-list). It
+	// returns a verdict, a short reason for the counters ("stale",
+	// "bad_signature", ...; empty for Accept) and, for an accepted message,
+	// its decoded value, which the host hands to the node with the message
+	// (wire.Inbound.Msg) so that nothing decodes it twice. A message that
+	// author did not sign must be refused with wire.ReasonAuthorMismatch:
+	// Pull relies on it to find the author of a message obtained by sync.
+	Validate(author identity.PeerID, msg []byte) (wire.Verdict, string, any)
+	// Servable says whether blob d may be served: it is named in a valid
+	// signed announcement or entry, or is the member's own.
+	Servable(d [32]byte) bool
 }
 
-// Handler receives what other members send. Its methods are called from the
-// host's goroutines, concurrently (HandleRaft from one goroutine per sending
-// member), and must not block for long: a slow handler makes the host drop
-// gossip (counted "gossip/undeliverable") and stalls that member's Raft
-// stream. node.Node implements it.
-type Handler interface {
-	// HandleGossip receives a gossip message that passed validation; from
-	// is its authenticated author.
-	HandleGossip(from identity.PeerID, msg []byte)
-	// HandleRaft receives an encoded Raft message from a member.
-	HandleRaft(from identity.PeerID, msg []byte)
-}
-
-// Config configures a Host. Members, Validate and Handler are required.
+// Config configures a Host. Gate is required.
 type Config struct {
 	// Identity is the member's key; its peer ID is the host's.
 	Identity identity.Identity
@@ -81,29 +61,18 @@ type Config struct {
 	// PSK, if set, is a 32-byte pre-shared key (LoadPSK): every connection
 	// is encrypted with it as well, and only TCP can carry it.
 	PSK []byte
-	// Members returns the peers allowed to connect: the genesis members,
-	// then the membership applied in the log. It is called on every check
-	// (connection, gossip message, stream), from many goroutines, so it
-	// must be cheap, safe for concurrent use and never wait on the node's
-	// event loop (the loop's own Publish runs the validator).
-	Members func() []identity.PeerID
-	// Validate judges a gossip message after the host checked that its
-	// author is a member and signed the round message it carries. It
-	// returns a verdict and a short reason for the counters ("stale",
-	// "bad_signature", ...). It runs on pubsub's goroutines, including
-	// within Publish for the member's own messages, under the same rules
-	// as Members.
-	Validate func(author identity.PeerID, msg []byte) (Verdict, string)
-	// Handler receives accepted gossip and Raft messages.
-	Handler Handler
+	// Members is the allow-list at start: the genesis members, or the
+	// membership applied in the log. Only members connect, gossip and open
+	// streams. Host.SetMembers replaces it.
+	Members []identity.PeerID
+	// Gate judges gossip (after the host's own membership check) and says
+	// which blobs may be served.
+	Gate Gate
 	// Blobs serves blobs to other members; nil serves none.
 	Blobs BlobSource
-	// Servable says whether a digest may be served (it is named in a valid
-	// signed announcement or entry). Required with Blobs.
-	Servable func(d [32]byte) bool
-	// Sync returns the gossip messages of a round that a member asks for
-	// (a new leader catching up); nil serves none.
-	Sync func(round uint64) [][]byte
+	// InboxSize bounds Host.Inbox; 0 means 1024. A full inbox drops what
+	// arrives (counted "<protocol>/inbox_full").
+	InboxSize int
 	// Limits bound the stream protocols; zero fields get DefaultLimits.
 	Limits Limits
 	// Logger receives the host's logs; nil discards them.
@@ -141,6 +110,9 @@ func (k keeperParams) withDefaults() keeperParams {
 	}
 	return k
 }
+
+// defaultInboxSize is the inbox's capacity when Config.InboxSize is 0.
+const defaultInboxSize = 1024
 
 // Errors of configuration.
 var (
@@ -183,17 +155,14 @@ func (c *Config) validate() error {
 	if c.PSK != nil && len(c.PSK) != 32 {
 		return fmt.Errorf("%w: %d bytes, want 32", ErrPSK, len(c.PSK))
 	}
-	if c.Members == nil {
-		return bad("Members: required")
+	if c.Gate == nil {
+		return bad("Gate: required")
 	}
-	if c.Validate == nil {
-		return bad("Validate: required")
+	if c.InboxSize < 0 {
+		return bad("InboxSize: %d (0 means %d)", c.InboxSize, defaultInboxSize)
 	}
-	if c.Handler == nil {
-		return bad("Handler: required")
-	}
-	if c.Blobs != nil && c.Servable == nil {
-		return bad("Servable: required with Blobs")
+	if c.InboxSize == 0 {
+		c.InboxSize = defaultInboxSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -210,7 +179,7 @@ func (c *Config) validate() error {
 func (c *Config) libp2pOptions(g *gater, bw metrics.Reporter) []libp2p.Option {
 	opts := []libp2p.Option{
 		libp2p.BandwidthReporter(bw),
-		libp2p.Identity(PrivKey(c.Identity)),
+		libp2p.Identity(privKey(c.Identity)),
 		libp2p.ListenAddrStrings(c.ListenAddrs...),
 		libp2p.ConnectionGater(g),
 		libp2p.DisableRelay(),

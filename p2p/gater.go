@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,34 +14,69 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
-// Reasons the gater counts under "gater/...".
+// Reasons the gater counts under "gater/...", besides wire.ReasonNotMember
+// (an inbound connection of a stranger) and wire.ReasonStarting (a
+// connection refused while the host is still registering its protocols).
 const (
 	// ReasonDialNotMember counts dials to a peer that is not a member,
 	// refused before any packet is sent.
 	ReasonDialNotMember = "dial_not_member"
-	// ReasonStarting counts connections refused while the host is still
-	// registering its protocols.
-	ReasonStarting = "starting"
+	// ReasonEvicted counts connections closed because their peer left the
+	// membership (Host.SetMembers).
+	ReasonEvicted = "evicted"
 )
 
 // gaterLogEvery limits the refusal log to one line per peer per interval: a
 // stranger that redials in a loop must not flood the log.
 const gaterLogEvery = time.Minute
 
-// members answers "is p a member" from Config.Members, read afresh on every
-// call: membership changes as the log applies, and the list is short.
-type members func() []identity.PeerID
-
-func (m members) has(p peer.ID) bool {
-	for _, id := range m() {
-		if string(id) == string(p) {
-			return true
-		}
-	}
-	return false
+// allowList is the host's membership: Config.Members at start, replaced by
+// Host.SetMembers. The gater, the gossip validator and peer filter, the
+// stream guards and the keeper all read it, on every check and from many
+// goroutines; a read is one atomic load and a map lookup, and never waits
+// on the node.
+type allowList struct {
+	p atomic.Pointer[allowSet]
 }
+
+// allowSet is one membership, never modified once stored.
+type allowSet struct {
+	ids []identity.PeerID // sorted, without duplicates
+	has map[peer.ID]struct{}
+}
+
+func newAllowList(ids []identity.PeerID) *allowList {
+	a := &allowList{}
+	a.set(ids)
+	return a
+}
+
+// set replaces the membership by ids (copied).
+func (a *allowList) set(ids []identity.PeerID) {
+	s := &allowSet{has: make(map[peer.ID]struct{}, len(ids))}
+	for _, id := range ids {
+		p := toPeer(id)
+		if _, dup := s.has[p]; dup {
+			continue
+		}
+		s.has[p] = struct{}{}
+		s.ids = append(s.ids, slices.Clone(id))
+	}
+	slices.SortFunc(s.ids, identity.Compare)
+	a.p.Store(s)
+}
+
+// has reports whether p is a member.
+func (a *allowList) has(p peer.ID) bool {
+	_, ok := a.p.Load().has[p]
+	return ok
+}
+
+// list returns the members in peer-ID order; the caller must not modify it.
+func (a *allowList) list() []identity.PeerID { return a.p.Load().ids }
 
 // gater is an allow-list connection gater: only members connect, in either
 // direction. The libp2p bundled gater (conngater) is a block-list, the
@@ -59,7 +95,7 @@ func (m members) has(p peer.ID) bool {
 // until the connection is closed. Connections therefore start only once
 // every protocol is registered.
 type gater struct {
-	isMember members
+	isMember *allowList
 	stats    *Stats
 	log      *slog.Logger
 	ready    atomic.Bool
@@ -70,7 +106,7 @@ type gater struct {
 
 var _ connmgr.ConnectionGater = (*gater)(nil)
 
-func newGater(isMember members, stats *Stats, log *slog.Logger) *gater {
+func newGater(isMember *allowList, stats *Stats, log *slog.Logger) *gater {
 	return &gater{isMember: isMember, stats: stats, log: log, logged: map[peer.ID]time.Time{}}
 }
 
@@ -80,7 +116,7 @@ func (g *gater) open() { g.ready.Store(true) }
 // InterceptPeerDial refuses to dial a peer that is not a member.
 func (g *gater) InterceptPeerDial(p peer.ID) bool {
 	if !g.ready.Load() {
-		g.stats.Inc("gater", ReasonStarting)
+		g.stats.Inc("gater", wire.ReasonStarting)
 		return false
 	}
 	if g.isMember.has(p) {
@@ -101,14 +137,14 @@ func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
 // authenticated remote peer is a member.
 func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, addrs network.ConnMultiaddrs) bool {
 	if !g.ready.Load() {
-		g.stats.Inc("gater", ReasonStarting)
+		g.stats.Inc("gater", wire.ReasonStarting)
 		g.log.Debug("connection refused: starting", "peer", p.String(), "direction", dir.String())
 		return false
 	}
 	if g.isMember.has(p) {
 		return true
 	}
-	g.refuse(p, dir, ReasonNotMember, "remote", addrs.RemoteMultiaddr())
+	g.refuse(p, dir, wire.ReasonNotMember, "remote", addrs.RemoteMultiaddr())
 	return false
 }
 

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"io/fs"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +17,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 // htConsortium is the consortium ID of the host tests.
@@ -57,68 +56,44 @@ func (l *htLog) String() string {
 	return l.buf.String()
 }
 
-// htMembers is a membership the test can change while hosts run.
-type htMembers struct {
-	mu  sync.Mutex
-	ids []identity.PeerID
-}
-
-func newHTMembers(ids ...identity.Identity) *htMembers {
-	m := &htMembers{}
+// htIDs returns the peer IDs of ids, a membership.
+func htIDs(ids ...identity.Identity) []identity.PeerID {
+	var out []identity.PeerID
 	for _, id := range ids {
-		m.ids = append(m.ids, id.ID)
+		out = append(out, id.ID)
 	}
-	return m
+	return out
 }
 
-func (m *htMembers) get() []identity.PeerID {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.ids)
-}
-
-func (m *htMembers) set(ids ...identity.Identity) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.ids = m.ids[:0]
-	for _, id := range ids {
-		m.ids = append(m.ids, id.ID)
-	}
-}
-
-// htNopHandler drops everything it receives.
-type htNopHandler struct{}
-
-func (htNopHandler) HandleGossip(identity.PeerID, []byte) {}
-func (htNopHandler) HandleRaft(identity.PeerID, []byte)   {}
-
-// htConfig is a valid loopback config for member id.
-func htConfig(id identity.Identity, m *htMembers, log *slog.Logger) Config {
+// htConfig is a valid loopback config for member id of the consortium
+// members, its Gate the node's (round.Gate) for that membership.
+func htConfig(id identity.Identity, members []identity.PeerID, log *slog.Logger) Config {
 	return Config{
 		Identity:    id,
 		Consortium:  htConsortium,
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
-		Members:     m.get,
-		Validate:    func(identity.PeerID, []byte) (Verdict, string) { return Accept, "" },
-		Handler:     htNopHandler{},
+		Members:     members,
+		Gate:        round.NewGate(htConsortium, members),
 		Logger:      log,
 	}
 }
 
-// htLibp2p starts a bare libp2p host with the options and gater a Host uses.
-func htLibp2p(t testing.TB, c Config, stats *Stats) host.Host {
+// htLibp2p starts a bare libp2p host with the options and gater a Host
+// uses, and returns it with the allow-list its gater reads.
+func htLibp2p(t testing.TB, c Config, stats *Stats) (host.Host, *allowList) {
 	t.Helper()
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
-	g := newGater(members(c.Members), stats, c.Logger)
+	allow := newAllowList(c.Members)
+	g := newGater(allow, stats, c.Logger)
 	g.open()
 	h, err := libp2p.New(c.libp2pOptions(g, metrics.NewBandwidthCounter())...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	return h
+	return h, allow
 }
 
 // htWait polls cond until it holds or timeout passes.
@@ -141,13 +116,13 @@ func htConnected(a, b host.Host) bool {
 
 func TestGaterAllowList(t *testing.T) {
 	a, b, x := identity.Derive(1, 0), identity.Derive(1, 1), identity.Derive(1, 99)
-	members := newHTMembers(a, b)
+	members := htIDs(a, b)
 	logA, linesA := htLogger(t)
 	statsA, statsB, statsX := &Stats{}, &Stats{}, &Stats{}
-	ha := htLibp2p(t, htConfig(a, members, logA), statsA)
-	hb := htLibp2p(t, htConfig(b, members, slog.New(slog.DiscardHandler)), statsB)
+	ha, allowA := htLibp2p(t, htConfig(a, members, logA), statsA)
+	hb, _ := htLibp2p(t, htConfig(b, members, slog.New(slog.DiscardHandler)), statsB)
 	// The stranger believes it belongs: only the members' gaters keep it out.
-	hx := htLibp2p(t, htConfig(x, newHTMembers(a, b, x), slog.New(slog.DiscardHandler)), statsX)
+	hx, _ := htLibp2p(t, htConfig(x, htIDs(a, b, x), slog.New(slog.DiscardHandler)), statsX)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -161,7 +136,7 @@ func TestGaterAllowList(t *testing.T) {
 	// A stranger dialling a member: its Connect may even return nil (its side
 	// of the handshake completes), but no connection survives on either side.
 	_ = hx.Connect(ctx, htInfo(ha))
-	htWait(t, 5*time.Second, "A's gater to count the stranger", func() bool { return statsA.Get("gater", ReasonNotMember) >= 1 })
+	htWait(t, 5*time.Second, "A's gater to count the stranger", func() bool { return statsA.Get("gater", wire.ReasonNotMember) >= 1 })
 	htWait(t, 5*time.Second, "the stranger's connection to be gone on both sides", func() bool {
 		return !htConnected(ha, hx) && !htConnected(hx, ha)
 	})
@@ -186,9 +161,9 @@ func TestGaterAllowList(t *testing.T) {
 		t.Fatal("a refused dial left a connection")
 	}
 
-	// Membership is read afresh on every check: once the stranger is a
+	// The allow-list is read afresh on every check: once the stranger is a
 	// member of A's membership, it connects.
-	members.set(a, b, x)
+	allowA.set(htIDs(a, b, x))
 	if err := hx.Connect(ctx, htInfo(ha)); err != nil {
 		t.Fatalf("new member dialling A: %v", err)
 	}
@@ -197,7 +172,7 @@ func TestGaterAllowList(t *testing.T) {
 
 func TestPSK(t *testing.T) {
 	ids := []identity.Identity{identity.Derive(2, 0), identity.Derive(2, 1), identity.Derive(2, 2)}
-	members := newHTMembers(ids...)
+	members := htIDs(ids...)
 	psk, other := NewPSK(), NewPSK()
 	var hs []host.Host
 	for i, id := range ids {
@@ -206,7 +181,8 @@ func TestPSK(t *testing.T) {
 		if i == 2 {
 			c.PSK = other
 		}
-		hs = append(hs, htLibp2p(t, c, &Stats{}))
+		h, _ := htLibp2p(t, c, &Stats{})
+		hs = append(hs, h)
 	}
 	for _, a := range hs[0].Addrs() {
 		if !isPlainTCP(a) {
@@ -235,7 +211,7 @@ func TestPSK(t *testing.T) {
 
 func TestConfigRefusals(t *testing.T) {
 	id := identity.Derive(3, 0)
-	members := newHTMembers(id)
+	members := htIDs(id)
 	for _, c := range []struct {
 		name   string
 		modify func(*Config)
@@ -253,10 +229,8 @@ func TestConfigRefusals(t *testing.T) {
 		{"no listen address", func(c *Config) { c.ListenAddrs = nil }, "ListenAddrs: none"},
 		{"bad listen address", func(c *Config) { c.ListenAddrs = []string{"127.0.0.1:4001"} }, `ListenAddrs: "127.0.0.1:4001"`},
 		{"address without peer ID", func(c *Config) { c.AddressBook = []string{"/ip4/127.0.0.1/tcp/4001"} }, "/p2p/<peer ID>"},
-		{"no members", func(c *Config) { c.Members = nil }, "Members: required"},
-		{"no validator", func(c *Config) { c.Validate = nil }, "Validate: required"},
-		{"no handler", func(c *Config) { c.Handler = nil }, "Handler: required"},
-		{"blobs without servable", func(c *Config) { c.Blobs = htNoBlobs{} }, "Servable: required"},
+		{"no gate", func(c *Config) { c.Gate = nil }, "Gate: required"},
+		{"negative inbox", func(c *Config) { c.InboxSize = -1 }, "InboxSize: -1"},
 		{"zero consortium", func(c *Config) { c.Consortium = [32]byte{} }, "Consortium"},
 		{"key and ID disagree", func(c *Config) { c.Identity.ID = identity.Derive(3, 1).ID }, "does not match"},
 	} {
@@ -275,11 +249,7 @@ func TestConfigRefusals(t *testing.T) {
 	if err := ok.validate(); err != nil {
 		t.Errorf("QUIC without a PSK: %v", err)
 	}
-}
-
-// htNoBlobs is a BlobSource that holds nothing.
-type htNoBlobs struct{}
-
-func (htNoBlobs) OpenBlob([32]byte) (io.ReadSeekCloser, int64, error) {
-	return nil, 0, fs.ErrNotExist
+	if ok.InboxSize != defaultInboxSize {
+		t.Errorf("InboxSize 0 became %d, want %d", ok.InboxSize, defaultInboxSize)
+	}
 }

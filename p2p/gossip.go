@@ -15,30 +15,39 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/globalbrain/globalbrain/identity"
-	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 // MaxGossipRPC is the largest gossipsub RPC a member sends or reads. It is
 // a protocol constant, not a setting: a receiver whose limit is below a
 // sender's resets the sender's stream, and the sender then loses that
 // receiver from the topic until they reconnect. It leaves room for a few
-// round messages (round.MaxMessageBytes each) and their framing per RPC;
-// pubsub splits larger batches.
+// round messages (maxMessageBytes each) and their framing per RPC; pubsub
+// splits larger batches.
 const MaxGossipRPC = 256 << 10
 
-// ErrMessageTooLarge reports a gossip message above round.MaxMessageBytes.
+// maxMessageBytes bounds one gossip message, as round.MaxMessageBytes bounds
+// an encoded round message (a test keeps the two equal; p2p does not import
+// round).
+const maxMessageBytes = 64 << 10
+
+// ErrMessageTooLarge reports a gossip message above 64 KiB, the largest
+// round message.
 var ErrMessageTooLarge = errors.New("p2p: gossip message too large")
 
-// Reasons the gossip validator counts under "gossip/..." besides those of
-// Config.Validate.
+// Reasons the gossip validator counts under "gossip/..." besides
+// wire.ReasonNotMember (checked by the host) and those of Gate.Validate
+// (wire.ReasonMalformed, wire.ReasonAuthorMismatch, wire.ReasonStale,
+// wire.ReasonBadSignature, ...).
 const (
-	ReasonAccepted       = "accept"          // passed every check
-	ReasonMalformed      = "malformed"       // not a round message
-	ReasonAuthorMismatch = "author_mismatch" // the gossip author did not sign the round message
-	ReasonUndeliverable  = "undeliverable"   // accepted but the handler was too slow to take it
-	ReasonDropRPC        = "drop_rpc"        // an outbound RPC dropped (queue full or oversized)
+	ReasonAccepted      = "accept"        // passed every check
+	ReasonUndeliverable = "undeliverable" // accepted but pubsub's subscription buffer was full
+	ReasonDropRPC       = "drop_rpc"      // an outbound RPC dropped (queue full or oversized)
+	ReasonBadVerdict    = "bad_verdict"   // the Gate returned a verdict that is none of Accept, Ignore, Reject
 )
+
+// gossipName is the protocol name under which gossip counts in Stats.
+const gossipName = "gossip"
 
 // gossipTopic is the consortium's gossip topic.
 func gossipTopic(consortium [32]byte) string {
@@ -50,7 +59,7 @@ func gossipTopic(consortium [32]byte) string {
 // scoring. Both the Host and tests that need a raw publisher use it.
 type gossipTuning struct {
 	consortium [32]byte
-	isMember   members
+	isMember   *allowList
 	stats      *Stats
 	log        *slog.Logger
 }
@@ -145,12 +154,13 @@ func (t gossipTuning) scoring(topic string) (*pubsub.PeerScoreParams, *pubsub.Pe
 }
 
 // gossip is the consortium's topic: a validator, and a loop handing
-// accepted messages to the Handler.
+// accepted messages of other members to the inbox with the Gate's decoded
+// value.
 type gossip struct {
 	self     peer.ID
-	isMember members
-	validate func(identity.PeerID, []byte) (Verdict, string)
-	handler  Handler
+	isMember *allowList
+	gate     Gate
+	inbox    *inbox
 	stats    *Stats
 	log      *slog.Logger
 
@@ -161,11 +171,11 @@ type gossip struct {
 	done   chan struct{}
 }
 
-// newGossip joins the consortium's topic on h and starts delivering.
-func newGossip(h host.Host, c *Config, isMember members, stats *Stats, log *slog.Logger) (*gossip, error) {
+// newGossip joins the consortium's topic on h and starts delivering to in.
+func newGossip(h host.Host, c *Config, isMember *allowList, in *inbox, stats *Stats, log *slog.Logger) (*gossip, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &gossip{
-		self: h.ID(), isMember: isMember, validate: c.Validate, handler: c.Handler,
+		self: h.ID(), isMember: isMember, gate: c.Gate, inbox: in,
 		stats: stats, log: log, cancel: cancel, done: make(chan struct{}),
 	}
 	fail := func(err error) (*gossip, error) {
@@ -195,21 +205,24 @@ func newGossip(h host.Host, c *Config, isMember members, stats *Stats, log *slog
 }
 
 // validator is the topic's ValidatorEx. It runs for every message, the
-// member's own publishes included (there Publish returns its refusal).
+// member's own publishes included (there Publish returns its refusal). The
+// Gate decodes an accepted message once; the decoded value travels with the
+// message in ValidatorData to the subscription loop.
 func (g *gossip) validator(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	author := msg.GetFrom()
-	v, reason := g.judge(author, msg.Data)
+	v, reason, decoded := g.judge(author, msg.Data)
 	local := author == g.self
 	if !local {
-		g.stats.Inc("gossip", reason)
+		g.stats.Inc(gossipName, reason)
 	}
-	if v != Accept {
+	if v != wire.Accept {
 		g.log.Debug("gossip refused", "verdict", v, "reason", reason, "author", author, "forwarder", msg.ReceivedFrom, "local", local)
 	}
 	switch v {
-	case Accept:
+	case wire.Accept:
+		msg.ValidatorData = decoded
 		return pubsub.ValidationAccept
-	case Ignore:
+	case wire.Ignore:
 		return pubsub.ValidationIgnore
 	default:
 		return pubsub.ValidationReject
@@ -217,31 +230,26 @@ func (g *gossip) validator(_ context.Context, _ peer.ID, msg *pubsub.Message) pu
 }
 
 // judge decides a message by its authenticated author (the pubsub
-// signature covers author and data).
-func (g *gossip) judge(author peer.ID, data []byte) (Verdict, string) {
+// signature covers author and data): the author must be on the host's
+// allow-list, then the Gate decides.
+func (g *gossip) judge(author peer.ID, data []byte) (wire.Verdict, string, any) {
 	if !g.isMember.has(author) {
-		return Reject, ReasonNotMember
+		return wire.Reject, wire.ReasonNotMember, nil
 	}
-	m, err := round.DecodeMessage(data)
-	if err != nil {
-		return Reject, ReasonMalformed
-	}
-	if string(m.Author) != string(author) {
-		return Reject, ReasonAuthorMismatch
-	}
-	v, reason := g.validate(FromPeerID(author), data)
+	v, reason, decoded := g.gate.Validate(fromPeer(author), data)
 	switch v {
-	case Accept, Ignore, Reject:
+	case wire.Accept, wire.Ignore, wire.Reject:
 	default:
-		return Reject, "bad_verdict"
+		return wire.Reject, ReasonBadVerdict, nil
 	}
 	if reason == "" {
 		reason = v.String()
 	}
-	return v, reason
+	return v, reason, decoded
 }
 
-// loop hands accepted messages of other members to the Handler.
+// loop hands accepted messages of other members to the inbox, without
+// waiting: a full inbox drops the message (gossip/inbox_full).
 func (g *gossip) loop(ctx context.Context) {
 	defer close(g.done)
 	for {
@@ -253,15 +261,15 @@ func (g *gossip) loop(ctx context.Context) {
 		if author == g.self {
 			continue
 		}
-		g.handler.HandleGossip(FromPeerID(author), msg.Data)
+		g.inbox.push(gossipName, wire.Inbound{Kind: wire.Gossip, From: fromPeer(author), Data: msg.Data, Msg: msg.ValidatorData})
 	}
 }
 
 // publish signs and sends msg to every member. It copies msg: pubsub keeps
 // the slice it is given and sends it later.
 func (g *gossip) publish(ctx context.Context, msg []byte) error {
-	if len(msg) > round.MaxMessageBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(msg), round.MaxMessageBytes)
+	if len(msg) > maxMessageBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(msg), maxMessageBytes)
 	}
 	if err := g.topic.Publish(ctx, bytes.Clone(msg)); err != nil {
 		return fmt.Errorf("p2p: publish: %w", err)
@@ -288,18 +296,18 @@ type gossipTracer struct {
 
 var _ pubsub.RawTracer = (*gossipTracer)(nil)
 
-func (t *gossipTracer) DropRPC(*pubsub.RPC, peer.ID) { t.stats.Inc("gossip", ReasonDropRPC) }
+func (t *gossipTracer) DropRPC(*pubsub.RPC, peer.ID) { t.stats.Inc(gossipName, ReasonDropRPC) }
 func (t *gossipTracer) UndeliverableMessage(*pubsub.Message) {
-	t.stats.Inc("gossip", ReasonUndeliverable)
+	t.stats.Inc(gossipName, ReasonUndeliverable)
 }
 func (t *gossipTracer) RejectMessage(_ *pubsub.Message, reason string) {
 	switch reason {
 	case pubsub.RejectValidationFailed, pubsub.RejectValidationIgnored:
 		return // counted by the validator
 	}
-	t.stats.Inc("gossip", "pubsub_"+strings.ReplaceAll(reason, " ", "_"))
+	t.stats.Inc(gossipName, "pubsub_"+strings.ReplaceAll(reason, " ", "_"))
 }
-func (t *gossipTracer) ThrottlePeer(peer.ID)                                 { t.stats.Inc("gossip", "throttled") }
+func (t *gossipTracer) ThrottlePeer(peer.ID)                                 { t.stats.Inc(gossipName, "throttled") }
 func (t *gossipTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
 func (t *gossipTracer) OnClosedOutboundStream(peer.ID)                       {}
 func (t *gossipTracer) Join(string)                                          {}

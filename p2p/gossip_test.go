@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -18,6 +19,19 @@ import (
 
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/wire"
+)
+
+// The node's gate is the Host's Gate.
+var _ Gate = (*round.Gate)(nil)
+
+// Rounds of the tests' round messages: round.NewGate's window starts at
+// [0, 2] (no round applied yet), so rounds 1 and 2 are current and
+// htStale is ignored as stale.
+const (
+	htRound = 1
+	htNext  = 2
+	htStale = 9
 )
 
 // htSign returns a signed Have message of member id for round r.
@@ -27,44 +41,65 @@ func htSign(id identity.Identity, r uint64, d byte) []byte {
 	return m.Encode()
 }
 
-// htValidate is the node's validator in miniature: the message must decode
-// and verify, and rounds below 3 are stale.
-func htValidate(_ identity.PeerID, b []byte) (Verdict, string) {
-	m, err := round.DecodeMessage(b)
-	if err != nil {
-		return Reject, "malformed"
-	}
-	if err := m.Verify(htConsortium); err != nil {
-		return Reject, "bad_signature"
-	}
-	if m.Round < 3 {
-		return Ignore, "stale"
-	}
-	return Accept, ""
-}
-
-// htRecorder is a Handler that keeps what it receives.
+// htRecorder is a node in miniature: it pulls a Host's inbox, keeps the
+// gossip and Raft messages it receives, and answers sync requests.
 type htRecorder struct {
 	mu     sync.Mutex
 	gossip []htDelivery
 	raft   []htDelivery
+	sync   func(round uint64) [][]byte // nil answers nothing
+	syncs  int                         // sync requests received
 }
 
 type htDelivery struct {
 	from identity.PeerID
 	msg  []byte
+	dec  any // the Gate's decoded value (gossip)
 }
 
-func (r *htRecorder) HandleGossip(from identity.PeerID, msg []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.gossip = append(r.gossip, htDelivery{from, msg})
+// run pulls in until the test ends or stop is called.
+func (r *htRecorder) run(t testing.TB, in <-chan wire.Inbound) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-in:
+				r.take(t, m)
+			}
+		}
+	}()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
-func (r *htRecorder) HandleRaft(from identity.PeerID, msg []byte) {
+func (r *htRecorder) take(t testing.TB, m wire.Inbound) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.raft = append(r.raft, htDelivery{from, msg})
+	switch m.Kind {
+	case wire.Gossip:
+		r.gossip = append(r.gossip, htDelivery{m.From, m.Data, m.Msg})
+	case wire.Raft:
+		r.raft = append(r.raft, htDelivery{m.From, m.Data, nil})
+	case wire.SyncRequest:
+		r.syncs++
+		if r.sync != nil {
+			m.Reply <- r.sync(m.Round)
+		}
+	default:
+		t.Errorf("inbound of kind %d", m.Kind)
+	}
+}
+
+// setSync makes the recorder answer sync requests with f.
+func (r *htRecorder) setSync(f func(uint64) [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sync = f
 }
 
 // hasGossip reports whether msg arrived from author.
@@ -82,6 +117,21 @@ func (r *htRecorder) gossipCount() int {
 	return len(r.gossip)
 }
 
+// htDecoded checks that a delivery carries the Gate's decoding of its
+// message: a verified *round.Message by its author, which nothing needs to
+// decode again.
+func htDecoded(t testing.TB, d htDelivery) {
+	t.Helper()
+	m, ok := d.dec.(*round.Message)
+	if !ok {
+		t.Errorf("gossip from %s carries %T, want the Gate's *round.Message", d.from, d.dec)
+		return
+	}
+	if !bytes.Equal(m.Author, d.from) || !bytes.Equal(m.Encode(), d.msg) {
+		t.Errorf("gossip from %s carries %v, not the decoding of its bytes", d.from, m)
+	}
+}
+
 // htMockHosts returns mocknet hosts with the members' Ed25519 keys, all
 // linked, and a function that connects them all. Connect only once every
 // pubsub runs: as the Host's gater does, so that no pubsub opens its stream
@@ -92,7 +142,7 @@ func htMockHosts(t testing.TB, ids []identity.Identity) ([]host.Host, func()) {
 	t.Cleanup(func() { mn.Close() })
 	var hs []host.Host
 	for i, id := range ids {
-		h, err := mn.AddPeer(PrivKey(id), ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", 4001+i)))
+		h, err := mn.AddPeer(privKey(id), ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", 4001+i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,21 +166,22 @@ type htGossipMember struct {
 	stats *Stats
 }
 
-func htNewGossip(t testing.TB, h host.Host, id identity.Identity, m *htMembers) *htGossipMember {
+// htNewGossip starts member id's gossip on h as the Host does (newGossip,
+// the node's Gate, an inbox a recorder pulls), logging to log.
+func htNewGossip(t testing.TB, h host.Host, id identity.Identity, members []identity.PeerID, log *slog.Logger) *htGossipMember {
 	t.Helper()
-	log, _ := htLogger(t)
 	rec, stats := &htRecorder{}, &Stats{}
-	c := htConfig(id, m, log)
-	c.Validate = htValidate
-	c.Handler = rec
+	c := htConfig(id, members, log)
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
-	g, err := newGossip(h, &c, members(c.Members), stats, log)
+	in := newInbox(c.InboxSize, stats, log)
+	g, err := newGossip(h, &c, newAllowList(c.Members), in, stats, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.close)
+	rec.run(t, in.ch)
 	return &htGossipMember{id: id, g: g, rec: rec, stats: stats}
 }
 
@@ -163,12 +214,13 @@ func TestGossipReachesEveryMember(t *testing.T) {
 	for i := range n {
 		ids = append(ids, identity.Derive(10, i))
 	}
-	m := newHTMembers(ids...)
+	m := htIDs(ids...)
 	hs, connect := htMockHosts(t, ids)
 	var ms []*htGossipMember
 	want := map[*pubsub.Topic][]peer.ID{}
+	log, _ := htLogger(t)
 	for i, h := range hs {
-		ms = append(ms, htNewGossip(t, h, ids[i], m))
+		ms = append(ms, htNewGossip(t, h, ids[i], m, log))
 	}
 	connect()
 	for i, gm := range ms {
@@ -184,7 +236,7 @@ func TestGossipReachesEveryMember(t *testing.T) {
 	defer cancel()
 	msgs := make([][]byte, n)
 	for i, gm := range ms {
-		msgs[i] = htSign(gm.id, 3, byte(i))
+		msgs[i] = htSign(gm.id, htRound, byte(i))
 		if err := gm.g.publish(ctx, msgs[i]); err != nil {
 			t.Fatalf("member %d publishing: %v", i, err)
 		}
@@ -207,17 +259,25 @@ func TestGossipReachesEveryMember(t *testing.T) {
 		if got := gm.stats.Get("gossip", ReasonAccepted); got != n-1 {
 			t.Errorf("member %d counted %d accepted, want %d: %v", i, got, n-1, gm.stats.Snapshot())
 		}
+		gm.rec.mu.Lock()
+		for _, d := range gm.rec.gossip {
+			htDecoded(t, d)
+		}
+		gm.rec.mu.Unlock()
 	}
 
 	// The member's own refusals come back from Publish.
-	if err := ms[0].g.publish(ctx, htSign(ids[1], 3, 9)); err == nil {
+	if err := ms[0].g.publish(ctx, htSign(ids[1], htRound, 9)); err == nil {
 		t.Error("publishing a message signed by another member succeeded")
 	}
-	if err := ms[0].g.publish(ctx, make([]byte, round.MaxMessageBytes+1)); !errors.Is(err, ErrMessageTooLarge) {
+	if maxMessageBytes != round.MaxMessageBytes {
+		t.Errorf("p2p bounds gossip messages at %d bytes, round at %d", maxMessageBytes, round.MaxMessageBytes)
+	}
+	if err := ms[0].g.publish(ctx, make([]byte, maxMessageBytes+1)); !errors.Is(err, ErrMessageTooLarge) {
 		t.Errorf("oversized publish: %v", err)
 	}
 	// Publish copies: reusing the buffer afterwards changes nothing.
-	buf := htSign(ids[0], 4, 1)
+	buf := htSign(ids[0], htNext, 1)
 	sent := bytes.Clone(buf)
 	if err := ms[0].g.publish(ctx, buf); err != nil {
 		t.Fatal(err)
@@ -242,13 +302,13 @@ func TestGossipValidator(t *testing.T) {
 		ids = append(ids, identity.Derive(11, i))
 	}
 	stranger := identity.Derive(11, 99)
-	m := newHTMembers(ids...)
+	m := htIDs(ids...)
 	hs, connect := htMockHosts(t, ids)
 
 	log, _ := htLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	tuning := gossipTuning{consortium: htConsortium, isMember: members(m.get), stats: &Stats{}, log: log}
+	tuning := gossipTuning{consortium: htConsortium, isMember: newAllowList(m), stats: &Stats{}, log: log}
 	rogue, err := pubsub.NewGossipSub(ctx, hs[0], tuning.options()...)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +326,7 @@ func TestGossipValidator(t *testing.T) {
 	var honest []*htGossipMember
 	want := map[*pubsub.Topic][]peer.ID{rogueTopic: nil}
 	for i := 1; i < n; i++ {
-		gm := htNewGossip(t, hs[i], ids[i], m)
+		gm := htNewGossip(t, hs[i], ids[i], m, log)
 		honest = append(honest, gm)
 		want[rogueTopic] = append(want[rogueTopic], hs[i].ID())
 		want[gm.g.topic] = []peer.ID{hs[0].ID()}
@@ -300,8 +360,8 @@ func TestGossipValidator(t *testing.T) {
 	if err := rogueTopic.Publish(ctx, []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
-	htWait(t, 5*time.Second, "the garbage rejected as malformed everywhere", counted(ReasonMalformed, 1))
-	valid := htSign(ids[0], 3, 1)
+	htWait(t, 5*time.Second, "the garbage rejected as malformed everywhere", counted(wire.ReasonMalformed, 1))
+	valid := htSign(ids[0], htRound, 1)
 	if err := rogueTopic.Publish(ctx, valid); err != nil {
 		t.Fatal(err)
 	}
@@ -309,29 +369,29 @@ func TestGossipValidator(t *testing.T) {
 
 	// A message whose gossip author (A) did not sign the round message it
 	// carries (B did): forged.
-	forged := htSign(ids[1], 3, 2)
+	forged := htSign(ids[1], htRound, 2)
 	if err := rogueTopic.Publish(ctx, forged); err != nil {
 		t.Fatal(err)
 	}
-	htWait(t, 5*time.Second, "the forged message counted author_mismatch", counted(ReasonAuthorMismatch, 1))
+	htWait(t, 5*time.Second, "the forged message counted author_mismatch", counted(wire.ReasonAuthorMismatch, 1))
 
 	// A stranger's message, relayed by member A under the stranger's own
 	// pubsub signature: its author is not a member.
-	fromStranger := htSign(stranger, 3, 3)
-	if err := rogueTopic.Publish(ctx, fromStranger, pubsub.WithSecretKeyAndPeerId(PrivKey(stranger), PeerID(stranger.ID))); err != nil {
+	fromStranger := htSign(stranger, htRound, 3)
+	if err := rogueTopic.Publish(ctx, fromStranger, pubsub.WithSecretKeyAndPeerId(privKey(stranger), toPeer(stranger.ID))); err != nil {
 		t.Fatal(err)
 	}
-	htWait(t, 5*time.Second, "the stranger's message counted not_member", counted(ReasonNotMember, 1))
+	htWait(t, 5*time.Second, "the stranger's message counted not_member", counted(wire.ReasonNotMember, 1))
 
-	// A stale round is ignored (Validate says Ignore) and counted.
-	stale := htSign(ids[0], 1, 4)
+	// A stale round is ignored (the Gate says Ignore) and counted.
+	stale := htSign(ids[0], htStale, 4)
 	if err := rogueTopic.Publish(ctx, stale); err != nil {
 		t.Fatal(err)
 	}
-	htWait(t, 5*time.Second, "the stale message counted", counted("stale", 1))
+	htWait(t, 5*time.Second, "the stale message counted", counted(wire.ReasonStale, 1))
 
 	// A still reaches everyone after all that.
-	again := htSign(ids[0], 4, 5)
+	again := htSign(ids[0], htNext, 5)
 	if err := rogueTopic.Publish(ctx, again); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -17,8 +18,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
+	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
-	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 // ErrNoPeer reports a request that no member could be asked.
@@ -30,21 +32,29 @@ const protectTag = "globalbrain-member"
 // pullConcurrency bounds the sync requests Pull has in flight.
 const pullConcurrency = 8
 
+// syncReplyWait bounds how long the sync server waits for the node to answer
+// a request. The wait is also at most half of Limits.ReadTimeout: the
+// requester waits ReadTimeout for the answer and must get it in time.
+const syncReplyWait = 5 * time.Second
+
 // Host is a member's libp2p node: the host behind the allow-list gater, the
 // consortium's gossip topic, the blob, Raft and sync protocols, and the
-// keeper that redials members. Its methods are safe for concurrent use.
+// keeper that redials members. What arrives for the node waits in a bounded
+// inbox (Inbox). Its methods are safe for concurrent use.
 type Host struct {
 	cfg      Config
 	log      *slog.Logger
 	h        host.Host
 	self     peer.ID
-	isMember members
+	isMember *allowList
 	stats    *Stats
+	inbox    *inbox
+	syncWait time.Duration // how long the sync server waits for the node
 
 	gossip *gossip
-	blob   *BlobService
-	raft   *RaftService
-	sync   *SyncService
+	blob   *blobService
+	raft   *raftService
+	sync   *syncService
 	keeper *keeper
 
 	mu        sync.Mutex
@@ -92,6 +102,8 @@ func (h *Host) Traffic() map[string]Traffic {
 // allow-list gater (with the pre-shared key if set), the gossip topic, the
 // blob, Raft and sync protocols, and the keeper, which dials the members of
 // the address book. ctx bounds the start only; the host runs until Close.
+// It is built before the node, with the node's Gate; the node then pulls
+// Inbox.
 func New(ctx context.Context, c Config) (*Host, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -101,13 +113,14 @@ func New(ctx context.Context, c Config) (*Host, error) {
 	}
 	stats := new(Stats)
 	log := c.Logger.With("peer", c.Identity.ID.Short())
-	g := newGater(members(c.Members), stats, log.With("component", "gater"))
+	allow := newAllowList(c.Members)
+	g := newGater(allow, stats, log.With("component", "gater"))
 	bw := metrics.NewBandwidthCounter()
 	h, err := libp2p.New(c.libp2pOptions(g, bw)...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: start libp2p on %v: %w", c.ListenAddrs, err)
 	}
-	hh, err := attach(c, h, stats, log, g.open)
+	hh, err := attach(c, h, allow, stats, log, g.open)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -116,13 +129,15 @@ func New(ctx context.Context, c Config) (*Host, error) {
 	return hh, nil
 }
 
-// attach builds a Host on a running libp2p host h and takes ownership of
-// it. c must be validated. Once every protocol is registered it calls open,
-// which lets connections in, then starts the keeper. Tests call it with
-// mocknet hosts.
-func attach(c Config, h host.Host, stats *Stats, log *slog.Logger, open func()) (*Host, error) {
+// attach builds a Host on a running libp2p host h, whose gater reads
+// allow, and takes ownership of it. c must be validated. Once every
+// protocol is registered it calls open, which lets connections in, then
+// starts the keeper.
+func attach(c Config, h host.Host, allow *allowList, stats *Stats, log *slog.Logger, open func()) (*Host, error) {
 	hh := &Host{
-		cfg: c, log: log, h: h, self: h.ID(), isMember: members(c.Members), stats: stats,
+		cfg: c, log: log, h: h, self: h.ID(), isMember: allow, stats: stats,
+		inbox:     newInbox(c.InboxSize, stats, log),
+		syncWait:  min(syncReplyWait, c.Limits.withDefaults().ReadTimeout/2),
 		protected: map[peer.ID]bool{},
 	}
 	for _, s := range c.AddressBook {
@@ -134,16 +149,16 @@ func attach(c Config, h host.Host, stats *Stats, log *slog.Logger, open func()) 
 			h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 		}
 	}
-	g, err := newGossip(h, &c, hh.isMember, stats, log)
+	g, err := newGossip(h, &c, hh.isMember, hh.inbox, stats, log)
 	if err != nil {
 		return nil, err
 	}
 	hh.gossip = g
-	hh.blob = NewBlobService(h, protocolID(c.Consortium, "blob/1"), c.Blobs, hh.isMember.has, c.Servable, c.Limits, stats, log)
-	hh.raft = NewRaftService(h, protocolID(c.Consortium, "raft/1"), hh.isMember.has, func(from peer.ID, msg []byte) {
-		c.Handler.HandleRaft(FromPeerID(from), msg)
+	hh.blob = newBlobService(h, protocolID(c.Consortium, "blob/1"), c.Blobs, hh.isMember.has, c.Gate.Servable, c.Limits, stats, log)
+	hh.raft = newRaftService(h, protocolID(c.Consortium, "raft/1"), hh.isMember.has, func(from peer.ID, msg []byte) {
+		hh.inbox.push(raftName, wire.Inbound{Kind: wire.Raft, From: fromPeer(from), Data: msg})
 	}, c.Limits, stats, log)
-	hh.sync = NewSyncService(h, protocolID(c.Consortium, "sync/1"), hh.isMember.has, c.Sync, c.Limits, stats, log)
+	hh.sync = newSyncService(h, protocolID(c.Consortium, "sync/1"), hh.isMember.has, hh.askNode, c.Limits, stats, log)
 	hh.protect()
 	open()
 	k, err := startKeeper(h, hh.isMember, g.peers, c.keeper, stats, log.With("component", "keeper"))
@@ -156,8 +171,41 @@ func attach(c Config, h host.Host, stats *Stats, log *slog.Logger, open func()) 
 	return hh, nil
 }
 
+// Inbox returns what arrives for the node, in arrival order per sender:
+// gossip the Gate accepted (wire.Gossip, with the Gate's decoded value in
+// Msg), Raft messages (wire.Raft) and members' sync requests
+// (wire.SyncRequest: answer once on Reply, which is buffered, so answering
+// never blocks; an answer later than the host's wait, 5 s at most, is
+// dropped and the member got an empty one). It is
+// bounded (Config.InboxSize): the host never waits for the node, and drops
+// what arrives while it is full, counting "<protocol>/inbox_full". It is
+// never closed; nothing arrives after Close.
+func (h *Host) Inbox() <-chan wire.Inbound { return h.inbox.ch }
+
+// askNode hands member from's sync request for round r to the node and
+// waits for its answer, at most syncWait or until ctx ends; without an
+// answer the reply is empty.
+func (h *Host) askNode(ctx context.Context, from peer.ID, r uint64) [][]byte {
+	reply := make(chan [][]byte, 1)
+	if !h.inbox.push(syncName, wire.Inbound{Kind: wire.SyncRequest, From: fromPeer(from), Round: r, Reply: reply}) {
+		return nil
+	}
+	t := time.NewTimer(h.syncWait)
+	defer t.Stop()
+	select {
+	case msgs := <-reply:
+		return msgs
+	case <-t.C:
+		h.stats.Inc(syncName, ReasonUnanswered)
+		h.log.Debug("sync request unanswered", "from", from, "round", r, "waited", h.syncWait)
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+}
+
 // ID returns the member's peer ID.
-func (h *Host) ID() identity.PeerID { return FromPeerID(h.self) }
+func (h *Host) ID() identity.PeerID { return fromPeer(h.self) }
 
 // Addrs returns the addresses other members can dial, each ending in
 // /p2p/<peer ID>, ready for their address books.
@@ -169,9 +217,9 @@ func (h *Host) Addrs() []string {
 	return out
 }
 
-// Publish gossips msg (a signed round message of at most
-// round.MaxMessageBytes) to every member. The member's own validator judges
-// it first; a refusal comes back as an error. msg is copied.
+// Publish gossips msg (a signed round message of at most 64 KiB, the bound
+// of round.MaxMessageBytes) to every member. The member's own validator
+// judges it first; a refusal comes back as an error. msg is copied.
 func (h *Host) Publish(ctx context.Context, msg []byte) error {
 	return h.gossip.publish(ctx, msg)
 }
@@ -183,16 +231,16 @@ func (h *Host) SendRaft(ctx context.Context, to identity.PeerID, msg []byte) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return h.raft.Send(PeerID(to), msg)
+	return h.raft.Send(toPeer(to), msg)
 }
 
 // Fetch returns the blob with digest d, its SHA-256 verified. It asks from
 // first (it may be nil), then the other connected members in random order,
 // which spreads the load over every member holding the blob.
-func (h *Host) Fetch(ctx context.Context, from identity.PeerID, d round.Digest) ([]byte, error) {
+func (h *Host) Fetch(ctx context.Context, from identity.PeerID, d fedavg.Digest) ([]byte, error) {
 	var cands []peer.ID
-	if len(from) > 0 && PeerID(from) != h.self {
-		cands = append(cands, PeerID(from))
+	if len(from) > 0 && toPeer(from) != h.self {
+		cands = append(cands, toPeer(from))
 	}
 	others := h.connectedMembers()
 	rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
@@ -220,13 +268,14 @@ func (h *Host) Fetch(ctx context.Context, from identity.PeerID, d round.Digest) 
 
 // Pull asks every connected member for its gossip messages of round r (a
 // new leader catching up) and returns each distinct message once, in peer
-// order. It keeps only messages of other members that Config.Validate
-// accepts; the others are counted under "sync/pulled_<reason>" (the
-// member's own messages are dropped silently, as gossip does). Members that
-// fail to answer are skipped.
-func (h *Host) Pull(ctx context.Context, r uint64) [][]byte {
+// order, as the gossip loop would have: Inbound{Kind: wire.Gossip} with its
+// author in From and the Gate's decoded value in Msg. It keeps only messages
+// of other members that the Gate accepts; the others are counted under
+// "sync/pulled_<reason>" (the member's own messages are dropped silently,
+// as gossip does). Members that fail to answer are skipped.
+func (h *Host) Pull(ctx context.Context, r uint64) []wire.Inbound {
 	peers := h.connectedMembers()
-	slices.SortFunc(peers, func(a, b peer.ID) int { return identity.Compare(FromPeerID(a), FromPeerID(b)) })
+	slices.SortFunc(peers, func(a, b peer.ID) int { return identity.Compare(fromPeer(a), fromPeer(b)) })
 	answers := make([][][]byte, len(peers))
 	sem := make(chan struct{}, pullConcurrency)
 	var wg sync.WaitGroup
@@ -250,56 +299,76 @@ func (h *Host) Pull(ctx context.Context, r uint64) [][]byte {
 	}
 	wg.Wait()
 	seen := map[string]bool{}
-	var out [][]byte
+	var out []wire.Inbound
 	for _, msgs := range answers {
 		for _, m := range msgs {
 			if seen[string(m)] {
 				continue
 			}
 			seen[string(m)] = true
-			v, reason := h.judgePulled(m)
+			author, v, reason, decoded := h.judgePulled(m)
 			if reason == "own" {
 				continue
 			}
-			if v != Accept {
+			if v != wire.Accept {
 				h.stats.Inc(syncName, "pulled_"+reason)
 				continue
 			}
-			out = append(out, m)
+			out = append(out, wire.Inbound{Kind: wire.Gossip, From: author, Data: m, Msg: decoded})
 		}
 	}
 	return out
 }
 
-// judgePulled checks a message obtained by sync: no gossip author vouches
-// for it, so its signer must be a member and Validate must accept it.
-func (h *Host) judgePulled(b []byte) (Verdict, string) {
-	m, err := round.DecodeMessage(b)
-	if err != nil {
-		return Reject, ReasonMalformed
+// judgePulled checks a message obtained by sync. No gossip author vouches
+// for it: its author must be a member, and the Gate must accept it with
+// that author. p2p does not decode round messages, so it asks the Gate
+// with each member as the author, the member itself first, until one is
+// not refused as author_mismatch; that costs at most one decode per member,
+// and the signature is checked once. A message nobody on the allow-list
+// authored is not_member.
+func (h *Host) judgePulled(b []byte) (identity.PeerID, wire.Verdict, string, any) {
+	self := fromPeer(h.self)
+	v, reason, decoded := h.cfg.Gate.Validate(self, b)
+	switch reason {
+	case wire.ReasonAuthorMismatch:
+	case wire.ReasonMalformed:
+		return nil, v, reason, nil
+	default:
+		return self, wire.Ignore, "own", nil
 	}
-	if PeerID(m.Author) == h.self {
-		return Ignore, "own"
+	for _, id := range h.isMember.list() {
+		if toPeer(id) == h.self {
+			continue
+		}
+		v, reason, decoded = h.cfg.Gate.Validate(id, b)
+		if reason == wire.ReasonAuthorMismatch {
+			continue
+		}
+		switch v {
+		case wire.Accept, wire.Ignore, wire.Reject:
+		default:
+			return id, wire.Reject, ReasonBadVerdict, nil
+		}
+		if reason == "" {
+			reason = v.String()
+		}
+		return id, v, reason, decoded
 	}
-	if !h.isMember.has(PeerID(m.Author)) {
-		return Reject, ReasonNotMember
-	}
-	v, reason := h.cfg.Validate(m.Author, b)
-	if reason == "" {
-		reason = v.String()
-	}
-	return v, reason
+	return nil, wire.Reject, wire.ReasonNotMember, nil
 }
 
-// Reload applies a membership change: it closes the connections of peers
+// SetMembers applies a membership change: ids replace the allow-list
+// (Config.Members at start) that the gater, the gossip validator, the
+// stream protocols and the keeper read. It closes the connections of peers
 // that are no longer members, protects the members in the connection
-// manager and has the keeper dial new ones. Members() is read again; the
-// gater and validators read it on every check anyway.
-func (h *Host) Reload() {
+// manager and has the keeper dial new ones.
+func (h *Host) SetMembers(ids []identity.PeerID) {
+	h.isMember.set(ids)
 	for _, p := range h.h.Network().Peers() {
 		if !h.isMember.has(p) {
 			h.log.Info("closing connection: no longer a member", "peer", p.String())
-			h.stats.Inc("gater", "evicted")
+			h.stats.Inc("gater", ReasonEvicted)
 			_ = h.h.Network().ClosePeer(p)
 		}
 	}
@@ -311,8 +380,8 @@ func (h *Host) Reload() {
 // that left.
 func (h *Host) protect() {
 	now := map[peer.ID]bool{}
-	for _, id := range h.cfg.Members() {
-		if p := PeerID(id); p != h.self {
+	for _, id := range h.isMember.list() {
+		if p := toPeer(id); p != h.self {
 			now[p] = true
 		}
 	}
@@ -336,7 +405,7 @@ func (h *Host) protect() {
 func (h *Host) Connected() []identity.PeerID {
 	var out []identity.PeerID
 	for _, p := range h.connectedMembers() {
-		out = append(out, FromPeerID(p))
+		out = append(out, fromPeer(p))
 	}
 	slices.SortFunc(out, identity.Compare)
 	return out
@@ -354,7 +423,8 @@ func (h *Host) connectedMembers() []peer.ID {
 }
 
 // Stats returns the counters shared by the gater, the gossip validator
-// ("gossip/<reason>") and the stream protocols, and the bytes they moved.
+// ("gossip/<reason>"), the inbox and the stream protocols, and the bytes
+// they moved.
 func (h *Host) Stats() *Stats { return h.stats }
 
 // Close stops the keeper, the protocols and gossip, then the libp2p host,

@@ -150,9 +150,9 @@ func writeSecret(path string, b []byte) error {
 	return nil
 }
 
-// PrivKey returns an identity's key as a libp2p private key. It panics if
+// privKey returns an identity's key as a libp2p private key. It panics if
 // the identity holds no valid Ed25519 key, which is a programming error.
-func PrivKey(id identity.Identity) crypto.PrivKey {
+func privKey(id identity.Identity) crypto.PrivKey {
 	k, err := crypto.UnmarshalEd25519PrivateKey(id.Private)
 	if err != nil {
 		panic(fmt.Sprintf("p2p: identity without a valid Ed25519 key: %v", err))
@@ -160,8 +160,8 @@ func PrivKey(id identity.Identity) crypto.PrivKey {
 	return k
 }
 
-// PeerID converts a peer ID to libp2p's type; the bytes are the same.
-func PeerID(id identity.PeerID) peer.ID { return peer.ID(id) }
+// toPeer converts a peer ID to libp2p's type; the bytes are the same.
+func toPeer(id identity.PeerID) peer.ID { return peer.ID(id) }
 
-// FromPeerID converts a libp2p peer ID to the identity package's type.
-func FromPeerID(p peer.ID) identity.PeerID { return identity.PeerID(p) }
+// fromPeer converts a libp2p peer ID to the identity package's type.
+func fromPeer(p peer.ID) identity.PeerID { return identity.PeerID(p) }

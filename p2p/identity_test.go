@@ -101,19 +101,19 @@ func TestLoadOrCreateKeyRefusesOtherKeys(t *testing.T) {
 func TestPeerIDsAgree(t *testing.T) {
 	for i := range 5 {
 		id := identity.Derive(7, i)
-		k := PrivKey(id)
+		k := privKey(id)
 		pid, err := peer.IDFromPrivateKey(k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pid != PeerID(id.ID) {
+		if pid != toPeer(id.ID) {
 			t.Fatalf("member %d: libp2p peer ID %s, identity %s", i, pid, id.ID)
 		}
 		if pid.String() != id.ID.String() {
 			t.Fatalf("member %d: text forms differ: %s vs %s", i, pid, id.ID)
 		}
-		if string(FromPeerID(pid)) != string(id.ID) {
-			t.Fatalf("member %d: FromPeerID does not round-trip", i)
+		if string(fromPeer(pid)) != string(id.ID) {
+			t.Fatalf("member %d: fromPeer does not round-trip", i)
 		}
 		if !k.GetPublic().Equals(mustPub(t, id)) {
 			t.Fatalf("member %d: public keys differ", i)

@@ -23,7 +23,7 @@ const (
 
 // keeper keeps the host connected to every member it has an address for.
 // One goroutine owns its state: it wakes on a ticker, on connectedness
-// events and on Reload, dials each unconnected member (one dial per member
+// events and on SetMembers, dials each unconnected member (one dial per member
 // at a time, jittered exponential backoff after failures, bypassing the
 // swarm's own dial backoff), and cycles the connection of a member that
 // stays connected but absent from the gossip topic, the state in which
@@ -31,7 +31,7 @@ const (
 // receiver").
 type keeper struct {
 	h          host.Host
-	isMember   members
+	isMember   *allowList
 	topicPeers func() []peer.ID
 	p          keeperParams
 	stats      *Stats
@@ -57,7 +57,7 @@ type dialResult struct {
 	err error
 }
 
-func startKeeper(h host.Host, isMember members, topicPeers func() []peer.ID, p keeperParams, stats *Stats, log *slog.Logger) (*keeper, error) {
+func startKeeper(h host.Host, isMember *allowList, topicPeers func() []peer.ID, p keeperParams, stats *Stats, log *slog.Logger) (*keeper, error) {
 	sub, err := h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
 	if err != nil {
 		return nil, fmt.Errorf("p2p: keeper: %w", err)
@@ -161,8 +161,8 @@ func (k *keeper) scan(ctx context.Context, state map[peer.ID]*memberState, resul
 		inTopic = k.topicPeers()
 	}
 	current := map[peer.ID]bool{}
-	for _, id := range k.isMember() {
-		p := PeerID(id)
+	for _, id := range k.isMember.list() {
+		p := toPeer(id)
 		if p == self {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 // TestKeeperCyclesMemberMissingFromTopic: a member that stays connected but
@@ -19,16 +20,16 @@ import (
 // keeper dials it again.
 func TestKeeperCyclesMemberMissingFromTopic(t *testing.T) {
 	ids := []identity.Identity{identity.Derive(30, 0), identity.Derive(30, 1)}
-	m := newHTMembers(ids...)
+	m := htIDs(ids...)
 	log, _ := htLogger(t)
 	stats := &Stats{}
-	a := htLibp2p(t, htConfig(ids[0], m, log), stats)
-	b := htLibp2p(t, htConfig(ids[1], m, slog.New(slog.DiscardHandler)), &Stats{})
+	a, allow := htLibp2p(t, htConfig(ids[0], m, log), stats)
+	b, _ := htLibp2p(t, htConfig(ids[1], m, slog.New(slog.DiscardHandler)), &Stats{})
 	a.Peerstore().AddAddrs(b.ID(), b.Addrs(), peerstore.PermanentAddrTTL)
 
 	p := htFastKeeper
 	p.meshGrace = 200 * time.Millisecond
-	k, err := startKeeper(a, members(m.get), func() []peer.ID { return nil }, p, stats, log)
+	k, err := startKeeper(a, allow, func() []peer.ID { return nil }, p, stats, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,24 +49,24 @@ func TestKeeperCyclesMemberMissingFromTopic(t *testing.T) {
 // protocols are registered.
 func TestGaterClosedUntilOpen(t *testing.T) {
 	ids := []identity.Identity{identity.Derive(31, 0), identity.Derive(31, 1)}
-	m := newHTMembers(ids...)
+	m := htIDs(ids...)
 	stats := &Stats{}
 	c := htConfig(ids[0], m, slog.New(slog.DiscardHandler))
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
-	g := newGater(members(c.Members), stats, c.Logger)
+	g := newGater(newAllowList(c.Members), stats, c.Logger)
 	a, err := libp2p.New(c.libp2pOptions(g, metrics.NewBandwidthCounter())...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b := htLibp2p(t, htConfig(ids[1], m, slog.New(slog.DiscardHandler)), &Stats{})
+	b, _ := htLibp2p(t, htConfig(ids[1], m, slog.New(slog.DiscardHandler)), &Stats{})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = b.Connect(ctx, htInfo(a))
-	htWait(t, 5*time.Second, "the refusal counted", func() bool { return stats.Get("gater", ReasonStarting) >= 1 })
+	htWait(t, 5*time.Second, "the refusal counted", func() bool { return stats.Get("gater", wire.ReasonStarting) >= 1 })
 	htWait(t, 5*time.Second, "no connection", func() bool { return !htConnected(a, b) && !htConnected(b, a) })
 
 	g.open()

@@ -9,6 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 // Limits bound what every stream protocol accepts. Zero values get the defaults.
@@ -67,12 +69,12 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// Reasons counted in Stats. Services may count further reasons.
+// Reasons counted in Stats, besides wire.ReasonNotMember (the remote peer is
+// not a member). Services may count further reasons.
 const (
 	ReasonFrameTooLarge  = "frame_too_large"  // an announced length above the limit
 	ReasonTooManyStreams = "too_many_streams" // over StreamsPerPeer
 	ReasonRateLimited    = "rate_limited"     // over RequestsPerSecond
-	ReasonNotMember      = "not_member"       // the remote peer is not a member
 	ReasonNotServable    = "not_servable"     // a blob the node may not serve
 	ReasonTimeout        = "timeout"          // a read or write deadline expired
 	ReasonBadRequest     = "bad_request"      // a malformed request or response
@@ -83,6 +85,8 @@ const (
 	ReasonTruncated      = "truncated"        // a response was cut to the protocol's caps
 	ReasonServed         = "served"           // a request answered in full
 	ReasonResumed        = "resumed"          // a fetch resumed after a broken stream
+	ReasonInboxFull      = "inbox_full"       // the node's inbox was full; what arrived was dropped
+	ReasonUnanswered     = "unanswered"       // the node did not answer a sync request in time; the reply was empty
 )
 
 // Stats counts what each protocol served and cut off, by reason
@@ -212,7 +216,7 @@ func newGuard(name string, isMember func(peer.ID) bool, lim Limits, stats *Stats
 func (g *guard) admit(s network.Stream) bool {
 	p := s.Conn().RemotePeer()
 	if !g.isMember(p) {
-		g.refuse(s, ReasonNotMember)
+		g.refuse(s, wire.ReasonNotMember)
 		return false
 	}
 	g.mu.Lock()

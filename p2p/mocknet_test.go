@@ -23,6 +23,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 // The tests in this file run gossip between 20 members over mocknet inside
@@ -42,7 +43,7 @@ const mnQuiet = 3 * time.Second
 type mnNet struct {
 	mn      mocknet.Mocknet
 	ids     []identity.Identity
-	members *htMembers
+	members []identity.PeerID
 	hs      []host.Host
 	gs      []*htGossipMember
 	logs    []*htLog
@@ -85,11 +86,11 @@ func mnBubble(t *testing.T, f func(*testing.T)) {
 // mnAddPeer adds a mocknet peer with id's Ed25519 key and a fake address.
 func mnAddPeer(t testing.TB, mn mocknet.Mocknet, id identity.Identity, i int) host.Host {
 	t.Helper()
-	h, err := mn.AddPeer(PrivKey(id), ma.StringCast(fmt.Sprintf("/ip4/10.0.%d.%d/tcp/4001", i/250, i%250+1)))
+	h, err := mn.AddPeer(privKey(id), ma.StringCast(fmt.Sprintf("/ip4/10.0.%d.%d/tcp/4001", i/250, i%250+1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.ID() != PeerID(id.ID) {
+	if h.ID() != toPeer(id.ID) {
 		t.Fatalf("peer %d: mocknet host %s, identity %s", i, h.ID(), id.ID)
 	}
 	return h
@@ -97,7 +98,8 @@ func mnAddPeer(t testing.TB, mn mocknet.Mocknet, id identity.Identity, i int) ho
 
 // mnStart adds n members (identity.Derive(seed, i)) to a new mocknet and
 // starts the gossip of the first honest of them as the Host does
-// (newGossip), logging at level; the others get a host only. It neither
+// (htNewGossip: newGossip, the node's Gate, an inbox a recorder pulls),
+// logging at level; the others get a host only. It neither
 // links nor connects them: the caller adds its other peers first. Call it
 // inside the bubble.
 func mnStart(t *testing.T, seed uint64, n, honest int, level slog.Level) *mnNet {
@@ -107,7 +109,7 @@ func mnStart(t *testing.T, seed uint64, n, honest int, level slog.Level) *mnNet 
 	for i := range n {
 		net.ids = append(net.ids, identity.Derive(seed, i))
 	}
-	net.members = newHTMembers(net.ids...)
+	net.members = htIDs(net.ids...)
 	for i, id := range net.ids {
 		h := mnAddPeer(t, net.mn, id, i)
 		net.hs = append(net.hs, h)
@@ -115,19 +117,7 @@ func mnStart(t *testing.T, seed uint64, n, honest int, level slog.Level) *mnNet 
 			continue
 		}
 		log, l := mnLogger(t, level)
-		rec, stats := &htRecorder{}, &Stats{}
-		c := htConfig(id, net.members, log)
-		c.Validate = htValidate
-		c.Handler = rec
-		if err := c.validate(); err != nil {
-			t.Fatal(err)
-		}
-		g, err := newGossip(h, &c, members(c.Members), stats, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(g.close)
-		net.gs = append(net.gs, &htGossipMember{id: id, g: g, rec: rec, stats: stats})
+		net.gs = append(net.gs, htNewGossip(t, h, id, net.members, log))
 		net.logs = append(net.logs, l)
 	}
 	return net
@@ -323,7 +313,7 @@ func TestMocknetGossipTwentyMembers(t *testing.T) {
 
 		var sent []mnSent
 		for k, i := range []int{0, 7, 19} {
-			sent = append(sent, mnSent{i, net.publish(t, i, 3, byte(k+1))})
+			sent = append(sent, mnSent{i, net.publish(t, i, htRound, byte(k+1))})
 		}
 		for _, s := range sent {
 			net.waitDelivered(t, fmt.Sprintf("member %d's message at every member", s.author), s, net.everyone(0))
@@ -388,7 +378,7 @@ func TestMocknetGossipPartition(t *testing.T) {
 
 		var sent []mnSent
 		for k, i := range []int{0, 5, 12, 19} {
-			sent = append(sent, mnSent{i, net.publish(t, i, 3, byte(k+1))})
+			sent = append(sent, mnSent{i, net.publish(t, i, htRound, byte(k+1))})
 		}
 		for _, s := range sent {
 			net.waitDelivered(t, fmt.Sprintf("member %d's message within its half", s.author), s, sameSide(s.author))
@@ -405,8 +395,8 @@ func TestMocknetGossipPartition(t *testing.T) {
 		net.waitTopics(t, net.everyone)
 
 		healed := []mnSent{
-			{3, net.publish(t, 3, 4, 10)},
-			{16, net.publish(t, 16, 4, 11)},
+			{3, net.publish(t, 3, htNext, 10)},
+			{16, net.publish(t, 16, htNext, 11)},
 		}
 		for _, s := range healed {
 			net.waitDelivered(t, fmt.Sprintf("member %d's message at every member after the heal", s.author), s, net.everyone(0))
@@ -469,12 +459,12 @@ func (r *mnTracer) deliveries() int {
 // filter and scores admitting everyone in all, without our validator: it
 // accepts and forwards whatever it receives. Its context is cancelled when
 // the test ends, before the mocknet closes.
-func mnRawPubsub(t *testing.T, h host.Host, all *htMembers, tr *mnTracer) *pubsub.Topic {
+func mnRawPubsub(t *testing.T, h host.Host, all []identity.PeerID, tr *mnTracer) *pubsub.Topic {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log, _ := mnLogger(t, slog.LevelInfo)
-	tuning := gossipTuning{consortium: htConsortium, isMember: members(all.get), stats: &Stats{}, log: log}
+	tuning := gossipTuning{consortium: htConsortium, isMember: newAllowList(all), stats: &Stats{}, log: log}
 	ps, err := pubsub.NewGossipSub(ctx, h, append(tuning.options(), pubsub.WithRawTracer(tr))...)
 	if err != nil {
 		t.Fatal(err)
@@ -514,8 +504,8 @@ func TestMocknetGossipNonMember(t *testing.T) {
 		net := mnStart(t, 42, mnMembers, mnMembers-1, slog.LevelDebug)
 		stranger := identity.Derive(42, 99)
 		sh := mnAddPeer(t, net.mn, stranger, mnMembers)
-		all := newHTMembers(append(slices.Clone(net.ids), stranger)...)
-		msg := htSign(stranger, 3, 1)
+		all := htIDs(append(slices.Clone(net.ids), stranger)...)
+		msg := htSign(stranger, htRound, 1)
 
 		strangerTrace, relayTrace := newMNTracer(msg), newMNTracer(msg)
 		strangerTopic := mnRawPubsub(t, sh, all, strangerTrace)
@@ -563,7 +553,7 @@ func TestMocknetGossipNonMember(t *testing.T) {
 		}
 		htWait(t, 10*time.Second, "the relayed message counted not_member by members 0-2", func() bool {
 			for _, gm := range honest[:relayed] {
-				if gm.stats.Get("gossip", ReasonNotMember) == 0 {
+				if gm.stats.Get("gossip", wire.ReasonNotMember) == 0 {
 					return false
 				}
 			}
@@ -586,13 +576,13 @@ func TestMocknetGossipNonMember(t *testing.T) {
 				t.Errorf("the relay forwarded the message to member %d %d times, want once", i, n)
 			}
 		}
-		strangerID := PeerID(stranger.ID).String()
+		strangerID := toPeer(stranger.ID).String()
 		for i, gm := range honest {
 			// Exactly these counters: not_member once where the relay
 			// reached, nothing anywhere else (no accept, no drop).
 			want := map[string]uint64{}
 			if i < relayed {
-				want["gossip/"+ReasonNotMember] = 1
+				want["gossip/"+wire.ReasonNotMember] = 1
 			}
 			if got := gm.stats.Snapshot(); !maps.Equal(got, want) {
 				t.Errorf("member %d counted %v, want %v", i, got, want)

@@ -12,9 +12,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/globalbrain/globalbrain/wire"
 )
 
-// raftName is the protocol name under which RaftService counts in Stats.
+// raftName is the protocol name under which raftService counts in Stats.
 const raftName = "raft"
 
 // raftQueueLen is the number of messages queued per destination peer.
@@ -26,11 +28,11 @@ var ErrQueueFull = errors.New("p2p: send queue full, message dropped")
 // ErrClosed reports a call on a closed service.
 var ErrClosed = errors.New("p2p: service closed")
 
-// RaftService carries encoded Raft messages, one frame each, over one
+// raftService carries encoded Raft messages, one frame each, over one
 // protocol: one long-lived outbound stream per peer, fed by a bounded queue.
 // It counts under the protocol name "raft" in Stats. The inbound rate limit
 // applies to stream openings, not to messages.
-type RaftService struct {
+type raftService struct {
 	h        host.Host
 	id       protocol.ID
 	isMember func(peer.ID) bool
@@ -48,10 +50,10 @@ type RaftService struct {
 	writers sync.WaitGroup
 }
 
-// NewRaftService registers the Raft protocol id on h. Messages from members
+// newRaftService registers the Raft protocol id on h. Messages from members
 // are passed to deliver in the order each peer sent them; deliver runs on the
 // stream's goroutine and should not block for long.
-func NewRaftService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, deliver func(from peer.ID, msg []byte), lim Limits, stats *Stats, log *slog.Logger) *RaftService {
+func newRaftService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, deliver func(from peer.ID, msg []byte), lim Limits, stats *Stats, log *slog.Logger) *raftService {
 	lim = lim.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -66,7 +68,7 @@ func NewRaftService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, de
 		deliver = func(peer.ID, []byte) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &RaftService{
+	r := &raftService{
 		h: h, id: id, isMember: isMember, deliver: deliver,
 		lim: lim, stats: stats, log: log,
 		g:   newGuard(raftName, isMember, lim, stats, log),
@@ -80,7 +82,7 @@ func NewRaftService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, de
 // Send queues msg for peer to. The slice is copied. When the peer's queue
 // (256 messages) is full the message is dropped, counted as queue_full and
 // ErrQueueFull returned: Raft retransmits. Send never waits on the network.
-func (r *RaftService) Send(to peer.ID, msg []byte) error {
+func (r *raftService) Send(to peer.ID, msg []byte) error {
 	if len(msg) > r.lim.MaxFrame {
 		r.stats.Inc(raftName, ReasonFrameTooLarge)
 		return frameTooLarge(uint64(len(msg)), int64(r.lim.MaxFrame))
@@ -111,7 +113,7 @@ func (r *RaftService) Send(to peer.ID, msg []byte) error {
 
 // Close stops the writers, removes the handler and cuts the inbound streams.
 // Queued messages are dropped.
-func (r *RaftService) Close() error {
+func (r *raftService) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -129,7 +131,7 @@ func (r *RaftService) Close() error {
 // writer owns the outbound stream to one peer. It exits, closing the stream,
 // after IdleTimeout/2 without messages, so the receiver's idle cut never hits
 // a healthy stream.
-func (r *RaftService) writer(to peer.ID, q chan []byte) {
+func (r *raftService) writer(to peer.ID, q chan []byte) {
 	defer r.writers.Done()
 	c := &raftOut{}
 	stop := context.AfterFunc(r.ctx, c.reset) // unblocks a Write stuck on flow control
@@ -195,7 +197,7 @@ func (c *raftOut) close() {
 
 // write sends one frame on the writer's stream, opening one when there is
 // none and retrying once on a fresh stream when an existing one has broken.
-func (r *RaftService) write(to peer.ID, c *raftOut, frame []byte) {
+func (r *raftService) write(to peer.ID, c *raftOut, frame []byte) {
 	for attempt := 0; attempt < 2; attempt++ {
 		s := c.get()
 		fresh := s == nil
@@ -236,7 +238,7 @@ func (r *RaftService) write(to peer.ID, c *raftOut, frame []byte) {
 }
 
 // handle reads frames from one inbound stream and delivers them in order.
-func (r *RaftService) handle(s network.Stream) {
+func (r *raftService) handle(s network.Stream) {
 	if !r.g.admit(s) {
 		return
 	}
@@ -260,7 +262,7 @@ func (r *RaftService) handle(s network.Stream) {
 			return
 		}
 		if !r.isMember(from) { // membership can change while a stream lives
-			r.g.refuse(s, ReasonNotMember)
+			r.g.refuse(s, wire.ReasonNotMember)
 			return
 		}
 		r.stats.AddBytes(int64(n), 0)

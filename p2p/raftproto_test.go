@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 const testRaftProto = protocol.ID("/globalbrain-test/raft/1")
@@ -47,12 +49,12 @@ func TestRaftDeliversInOrderPerPeer(t *testing.T) {
 	members := spMembers(hs...)
 	inbox := &raftInbox{}
 	recvStats := new(Stats)
-	recv := NewRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{}, recvStats, nil)
+	recv := newRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{}, recvStats, nil)
 	defer recv.Close()
 	const n = 200
 	var wg sync.WaitGroup
 	for _, h := range hs[1:] {
-		snd := NewRaftService(h, testRaftProto, members, nil, Limits{}, nil, nil)
+		snd := newRaftService(h, testRaftProto, members, nil, Limits{}, nil, nil)
 		defer snd.Close()
 		wg.Add(1)
 		go func() {
@@ -86,10 +88,10 @@ func TestRaftQueueOverflowDropsAndCounts(t *testing.T) {
 	hs := spHosts(t, 2)
 	members := spMembers(hs...)
 	inbox := &raftInbox{gate: make(chan struct{})}
-	recv := NewRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{}, nil, nil)
+	recv := newRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{}, nil, nil)
 	defer recv.Close()
 	sndStats := new(Stats)
-	snd := NewRaftService(hs[1], testRaftProto, members, nil, Limits{}, sndStats, nil)
+	snd := newRaftService(hs[1], testRaftProto, members, nil, Limits{}, sndStats, nil)
 	defer snd.Close()
 
 	// The receiver blocks in deliver, so the stream's flow-control window
@@ -137,14 +139,14 @@ func TestRaftNonMemberRefused(t *testing.T) {
 	hs := spHosts(t, 2)
 	inbox := &raftInbox{}
 	recvStats := new(Stats)
-	recv := NewRaftService(hs[0], testRaftProto, spMembers(hs[0]), inbox.deliver, Limits{}, recvStats, nil)
+	recv := newRaftService(hs[0], testRaftProto, spMembers(hs[0]), inbox.deliver, Limits{}, recvStats, nil)
 	defer recv.Close()
-	snd := NewRaftService(hs[1], testRaftProto, spMembers(hs...), nil, Limits{}, nil, nil)
+	snd := newRaftService(hs[1], testRaftProto, spMembers(hs...), nil, Limits{}, nil, nil)
 	defer snd.Close()
 	if err := snd.Send(hs[0].ID(), []byte("vote for me")); err != nil {
 		t.Fatal(err)
 	}
-	spWait(t, 5*time.Second, "not_member counted", func() bool { return recvStats.Get(raftName, ReasonNotMember) > 0 })
+	spWait(t, 5*time.Second, "not_member counted", func() bool { return recvStats.Get(raftName, wire.ReasonNotMember) > 0 })
 	time.Sleep(50 * time.Millisecond)
 	if inbox.count(hs[1].ID()) != 0 {
 		t.Fatal("delivered a non-member's message")
@@ -155,7 +157,7 @@ func TestRaftHugeLengthPrefixRefusedWithoutAllocating(t *testing.T) {
 	hs := spHosts(t, 2)
 	stats := new(Stats)
 	inbox := &raftInbox{}
-	recv := NewRaftService(hs[0], testRaftProto, spMembers(hs...), inbox.deliver, Limits{}, stats, nil)
+	recv := newRaftService(hs[0], testRaftProto, spMembers(hs...), inbox.deliver, Limits{}, stats, nil)
 	defer recv.Close()
 	spHugePrefix(t, hs[1], hs[0].ID(), testRaftProto, nil)
 	spWait(t, 5*time.Second, "frame_too_large counted", func() bool { return stats.Get(raftName, ReasonFrameTooLarge) == 1 })
@@ -196,7 +198,7 @@ func TestRaftOneBytePerSecondWriterCut(t *testing.T) {
 	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
-	recv := NewRaftService(hs[0], testRaftProto, spMembers(hs...), nil, spFastLimits(), stats, nil)
+	recv := newRaftService(hs[0], testRaftProto, spMembers(hs...), nil, spFastLimits(), stats, nil)
 	defer recv.Close()
 	s, err := hs[1].NewStream(context.Background(), hs[0].ID(), testRaftProto)
 	if err != nil {
@@ -217,7 +219,7 @@ func TestRaftStreamsPerPeerLimit(t *testing.T) {
 	hs := spHosts(t, 2)
 	stats := new(Stats)
 	inbox := &raftInbox{}
-	recv := NewRaftService(hs[0], testRaftProto, spMembers(hs...), inbox.deliver, Limits{StreamsPerPeer: 2}, stats, nil)
+	recv := newRaftService(hs[0], testRaftProto, spMembers(hs...), inbox.deliver, Limits{StreamsPerPeer: 2}, stats, nil)
 	defer recv.Close()
 	frame := appendFrame(nil, []byte("hello"))
 	var streams []network.Stream
@@ -257,10 +259,10 @@ func TestRaftIdleSenderReconnects(t *testing.T) {
 	members := spMembers(hs...)
 	inbox := &raftInbox{}
 	recvStats := new(Stats)
-	recv := NewRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{IdleTimeout: 400 * time.Millisecond}, recvStats, nil)
+	recv := newRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{IdleTimeout: 400 * time.Millisecond}, recvStats, nil)
 	defer recv.Close()
 	// The sender closes after IdleTimeout/2 = 100ms without messages.
-	snd := NewRaftService(hs[1], testRaftProto, members, nil, Limits{IdleTimeout: 200 * time.Millisecond}, nil, nil)
+	snd := newRaftService(hs[1], testRaftProto, members, nil, Limits{IdleTimeout: 200 * time.Millisecond}, nil, nil)
 	defer snd.Close()
 	for i := 0; i < 2; i++ {
 		if err := snd.Send(hs[0].ID(), []byte{byte(i)}); err != nil {
@@ -286,8 +288,8 @@ func TestRaftCloseUnblocksStalledWriter(t *testing.T) {
 	hs := spHosts(t, 2)
 	members := spMembers(hs...)
 	inbox := &raftInbox{gate: make(chan struct{})}
-	recv := NewRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{}, nil, nil)
-	snd := NewRaftService(hs[1], testRaftProto, members, nil, Limits{}, nil, nil)
+	recv := newRaftService(hs[0], testRaftProto, members, inbox.deliver, Limits{}, nil, nil)
+	snd := newRaftService(hs[1], testRaftProto, members, nil, Limits{}, nil, nil)
 	msg := make([]byte, 256<<10)
 	for i := 0; i < 8; i++ {
 		_ = snd.Send(hs[0].ID(), msg)

@@ -14,9 +14,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/globalbrain/globalbrain/wire"
 )
 
-// syncName is the protocol name under which SyncService counts in Stats.
+// syncName is the protocol name under which syncService counts in Stats.
 const syncName = "sync"
 
 const (
@@ -25,13 +27,13 @@ const (
 	syncBytesFrames = 16   // a response carries at most this many MaxFrame of payload
 )
 
-// SyncService answers "the current round's gossip messages" so a new leader
+// syncService answers "the current round's gossip messages" so a new leader
 // catches up at once. It counts under the protocol name "sync" in Stats.
-type SyncService struct {
+type syncService struct {
 	h        host.Host
 	id       protocol.ID
 	isMember func(peer.ID) bool
-	source   func(round uint64) [][]byte
+	source   func(ctx context.Context, from peer.ID, round uint64) [][]byte
 	lim      Limits
 	stats    *Stats
 	log      *slog.Logger
@@ -41,9 +43,10 @@ type SyncService struct {
 	once     sync.Once
 }
 
-// NewSyncService registers the sync protocol id on h, answering members with
-// source(round). source may be nil for a node that only pulls.
-func NewSyncService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, source func(round uint64) [][]byte, lim Limits, stats *Stats, log *slog.Logger) *SyncService {
+// newSyncService registers the sync protocol id on h, answering member from
+// with source(ctx, from, round); ctx ends when the service closes. source
+// may be nil for a node that only pulls.
+func newSyncService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, source func(ctx context.Context, from peer.ID, round uint64) [][]byte, lim Limits, stats *Stats, log *slog.Logger) *syncService {
 	lim = lim.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -55,7 +58,7 @@ func NewSyncService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, so
 		isMember = func(peer.ID) bool { return false }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &SyncService{
+	s := &syncService{
 		h: h, id: id, isMember: isMember, source: source,
 		lim: lim, stats: stats, log: log,
 		g:   newGuard(syncName, isMember, lim, stats, log),
@@ -66,11 +69,11 @@ func NewSyncService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, so
 }
 
 // maxBytes is the payload cap of one response.
-func (s *SyncService) maxBytes() int64 { return int64(syncBytesFrames) * int64(s.lim.MaxFrame) }
+func (s *syncService) maxBytes() int64 { return int64(syncBytesFrames) * int64(s.lim.MaxFrame) }
 
 // Close removes the handler, cuts the streams being served and ends the
 // pulls in progress.
-func (s *SyncService) Close() error {
+func (s *syncService) Close() error {
 	s.once.Do(func() {
 		s.h.RemoveStreamHandler(s.id)
 		s.cancel()
@@ -80,7 +83,7 @@ func (s *SyncService) Close() error {
 }
 
 // handle answers one sync request.
-func (s *SyncService) handle(st network.Stream) {
+func (s *syncService) handle(st network.Stream) {
 	if !s.g.admit(st) {
 		return
 	}
@@ -99,7 +102,7 @@ func (s *SyncService) handle(st network.Stream) {
 	round := binary.BigEndian.Uint64(req)
 	var msgs [][]byte
 	if s.source != nil {
-		msgs = s.source(round)
+		msgs = s.source(s.ctx, st.Conn().RemotePeer(), round)
 	}
 
 	// Keep what fits the caps the client enforces.
@@ -143,9 +146,9 @@ func (s *SyncService) handle(st network.Stream) {
 
 // Pull asks peer from for its gossip messages of round. It refuses a response
 // above the caps (4096 messages, MaxFrame bytes each, 16 x MaxFrame in all).
-func (s *SyncService) Pull(ctx context.Context, from peer.ID, round uint64) ([][]byte, error) {
+func (s *syncService) Pull(ctx context.Context, from peer.ID, round uint64) ([][]byte, error) {
 	if !s.isMember(from) {
-		s.stats.Inc(syncName, ReasonNotMember)
+		s.stats.Inc(syncName, wire.ReasonNotMember)
 		return nil, fmt.Errorf("p2p: sync from %s: not a member", from)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -162,7 +165,7 @@ func (s *SyncService) Pull(ctx context.Context, from peer.ID, round uint64) ([][
 	return msgs, nil
 }
 
-func (s *SyncService) pull(ctx context.Context, from peer.ID, round uint64) ([][]byte, error) {
+func (s *syncService) pull(ctx context.Context, from peer.ID, round uint64) ([][]byte, error) {
 	st, err := s.h.NewStream(ctx, from, s.id)
 	if err != nil {
 		return nil, err
@@ -226,7 +229,7 @@ func (s *SyncService) pull(ctx context.Context, from peer.ID, round uint64) ([][
 }
 
 // cut counts why a pull failed (timeout, frame_too_large or stream_error) and returns err.
-func (s *SyncService) cut(err error) error {
+func (s *syncService) cut(err error) error {
 	switch {
 	case isTimeout(err):
 		s.stats.Inc(syncName, ReasonTimeout)

@@ -11,13 +11,16 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/globalbrain/globalbrain/wire"
 )
 
 const testSyncProto = protocol.ID("/globalbrain-test/sync/1")
 
-func syncSource(perRound map[uint64][][]byte) func(uint64) [][]byte {
-	return func(r uint64) [][]byte { return perRound[r] }
+func syncSource(perRound map[uint64][][]byte) func(context.Context, peer.ID, uint64) [][]byte {
+	return func(_ context.Context, _ peer.ID, r uint64) [][]byte { return perRound[r] }
 }
 
 func TestSyncPullReturnsSourceMessages(t *testing.T) {
@@ -26,9 +29,9 @@ func TestSyncPullReturnsSourceMessages(t *testing.T) {
 	members := spMembers(hs...)
 	msgs := [][]byte{[]byte("announce-a"), {}, bytes.Repeat([]byte{9}, 100000)}
 	srvStats := new(Stats)
-	srv := NewSyncService(hs[0], testSyncProto, members, syncSource(map[uint64][][]byte{7: msgs}), Limits{}, srvStats, nil)
+	srv := newSyncService(hs[0], testSyncProto, members, syncSource(map[uint64][][]byte{7: msgs}), Limits{}, srvStats, nil)
 	defer srv.Close()
-	cli := NewSyncService(hs[1], testSyncProto, members, nil, Limits{}, nil, nil)
+	cli := newSyncService(hs[1], testSyncProto, members, nil, Limits{}, nil, nil)
 	defer cli.Close()
 	got, err := cli.Pull(context.Background(), hs[0].ID(), 7)
 	if err != nil {
@@ -60,9 +63,9 @@ func TestSyncServerCapsResponse(t *testing.T) {
 		msgs = append(msgs, bytes.Repeat([]byte{byte(i)}, 1000))
 	}
 	srvStats := new(Stats)
-	srv := NewSyncService(hs[0], testSyncProto, members, syncSource(map[uint64][][]byte{1: msgs}), lim, srvStats, nil)
+	srv := newSyncService(hs[0], testSyncProto, members, syncSource(map[uint64][][]byte{1: msgs}), lim, srvStats, nil)
 	defer srv.Close()
-	cli := NewSyncService(hs[1], testSyncProto, members, nil, lim, nil, nil)
+	cli := newSyncService(hs[1], testSyncProto, members, nil, lim, nil, nil)
 	defer cli.Close()
 	got, err := cli.Pull(context.Background(), hs[0].ID(), 1)
 	if err != nil {
@@ -109,7 +112,7 @@ func TestSyncClientCapsResponse(t *testing.T) {
 				_ = s.Reset()
 			})
 			stats := new(Stats)
-			cli := NewSyncService(hs[1], proto, members, nil, Limits{MaxFrame: 1024}, stats, nil)
+			cli := newSyncService(hs[1], proto, members, nil, Limits{MaxFrame: 1024}, stats, nil)
 			defer cli.Close()
 			before := spTotalAlloc()
 			_, err := cli.Pull(context.Background(), hs[0].ID(), 1)
@@ -129,7 +132,7 @@ func TestSyncClientCapsResponse(t *testing.T) {
 func TestSyncHugeLengthPrefixRefusedWithoutAllocating(t *testing.T) {
 	hs := spHosts(t, 2)
 	stats := new(Stats)
-	srv := NewSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), Limits{}, stats, nil)
+	srv := newSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), Limits{}, stats, nil)
 	defer srv.Close()
 	spHugePrefix(t, hs[1], hs[0].ID(), testSyncProto, nil)
 	spWait(t, 5*time.Second, "frame_too_large counted", func() bool { return stats.Get(syncName, ReasonFrameTooLarge) == 1 })
@@ -139,7 +142,7 @@ func TestSyncOneBytePerSecondWriterCut(t *testing.T) {
 	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
-	srv := NewSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), spFastLimits(), stats, nil)
+	srv := newSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), spFastLimits(), stats, nil)
 	defer srv.Close()
 	s, err := hs[1].NewStream(context.Background(), hs[0].ID(), testSyncProto)
 	if err != nil {
@@ -159,14 +162,14 @@ func TestSyncNonMemberRefused(t *testing.T) {
 	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
-	srv := NewSyncService(hs[0], testSyncProto, spMembers(hs[0]), syncSource(map[uint64][][]byte{1: {[]byte("secret")}}), Limits{}, stats, nil)
+	srv := newSyncService(hs[0], testSyncProto, spMembers(hs[0]), syncSource(map[uint64][][]byte{1: {[]byte("secret")}}), Limits{}, stats, nil)
 	defer srv.Close()
-	cli := NewSyncService(hs[1], testSyncProto, spMembers(hs...), nil, Limits{}, nil, nil)
+	cli := newSyncService(hs[1], testSyncProto, spMembers(hs...), nil, Limits{}, nil, nil)
 	defer cli.Close()
 	if _, err := cli.Pull(context.Background(), hs[0].ID(), 1); err == nil {
 		t.Fatal("non-member pulled")
 	}
-	if stats.Get(syncName, ReasonNotMember) != 1 {
+	if stats.Get(syncName, wire.ReasonNotMember) != 1 {
 		t.Fatalf("stats %v", stats.Snapshot())
 	}
 }
@@ -175,9 +178,9 @@ func TestSyncRateLimit(t *testing.T) {
 	hs := spHosts(t, 2)
 	members := spMembers(hs...)
 	stats := new(Stats)
-	srv := NewSyncService(hs[0], testSyncProto, members, syncSource(map[uint64][][]byte{1: {[]byte("m")}}), Limits{RequestsPerSecond: 1}, stats, nil)
+	srv := newSyncService(hs[0], testSyncProto, members, syncSource(map[uint64][][]byte{1: {[]byte("m")}}), Limits{RequestsPerSecond: 1}, stats, nil)
 	defer srv.Close()
-	cli := NewSyncService(hs[1], testSyncProto, members, nil, Limits{}, nil, nil)
+	cli := newSyncService(hs[1], testSyncProto, members, nil, Limits{}, nil, nil)
 	defer cli.Close()
 	ok, refused := 0, 0
 	for i := 0; i < 5; i++ {
@@ -201,7 +204,7 @@ func TestSyncBadRequest(t *testing.T) {
 	t.Parallel()
 	hs := spHosts(t, 2)
 	stats := new(Stats)
-	srv := NewSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), Limits{}, stats, nil)
+	srv := newSyncService(hs[0], testSyncProto, spMembers(hs...), syncSource(nil), Limits{}, stats, nil)
 	defer srv.Close()
 	s, err := hs[1].NewStream(context.Background(), hs[0].ID(), testSyncProto)
 	if err != nil {
