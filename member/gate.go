@@ -3,7 +3,10 @@ package member
 import (
 	"github.com/globalbrain/globalbrain/api"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/node"
+	"github.com/globalbrain/globalbrain/p2p"
 	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/store"
 	"github.com/globalbrain/globalbrain/wire"
 )
 
@@ -32,3 +35,11 @@ func (g countingGate) Validate(author identity.PeerID, b []byte) (wire.Verdict, 
 }
 
 func (g countingGate) Servable(d [32]byte) bool { return g.gate.Servable(d) }
+
+// The transport and the store are what the node needs them to be.
+var (
+	_ node.Network = (*p2p.Host)(nil)
+	_ node.Store   = (*store.DB)(nil)
+	_ p2p.Gate     = countingGate{}
+	_ p2p.Gate     = (*round.Gate)(nil)
+)
