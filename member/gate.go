@@ -34,6 +34,10 @@ func (g countingGate) Validate(author identity.PeerID, b []byte) (wire.Verdict, 
 	return v, "", msg
 }
 
+func (g countingGate) ValidateSigned(b []byte) (identity.PeerID, wire.Verdict, string, any) {
+	return g.gate.ValidateSigned(b)
+}
+
 func (g countingGate) Servable(d [32]byte) bool { return g.gate.Servable(d) }
 
 // The transport and the store are what the node needs them to be.

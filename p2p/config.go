@@ -36,9 +36,12 @@ type Gate interface {
 	// "bad_signature", ...; empty for Accept) and, for an accepted message,
 	// its decoded value, which the host hands to the node with the message
 	// (wire.Inbound.Msg) so that nothing decodes it twice. A message that
-	// author did not sign must be refused with wire.ReasonAuthorMismatch:
-	// Pull relies on it to find the author of a message obtained by sync.
+	// author did not sign is refused with wire.ReasonAuthorMismatch.
 	Validate(author identity.PeerID, msg []byte) (wire.Verdict, string, any)
+	// ValidateSigned judges a message no gossip author vouches for (one
+	// obtained by Pull): the author is the signer the message names, which
+	// it returns with the same verdict, reason and decoded value.
+	ValidateSigned(msg []byte) (identity.PeerID, wire.Verdict, string, any)
 	// Servable says whether blob d may be served: it is named in a valid
 	// signed announcement or entry, or is the member's own.
 	Servable(d [32]byte) bool

@@ -321,41 +321,21 @@ func (h *Host) Pull(ctx context.Context, r uint64) []wire.Inbound {
 }
 
 // judgePulled checks a message obtained by sync. No gossip author vouches
-// for it: its author must be a member, and the Gate must accept it with
-// that author. p2p does not decode round messages, so it asks the Gate
-// with each member as the author, the member itself first, until one is
-// not refused as author_mismatch; that costs at most one decode per member,
-// and the signature is checked once. A message nobody on the allow-list
-// authored is not_member.
+// for it: the Gate finds its author in its signature and judges it as
+// gossip from that author; the author must also be on the allow-list.
 func (h *Host) judgePulled(b []byte) (identity.PeerID, wire.Verdict, string, any) {
-	self := fromPeer(h.self)
-	v, reason, decoded := h.cfg.Gate.Validate(self, b)
-	switch reason {
-	case wire.ReasonAuthorMismatch:
-	case wire.ReasonMalformed:
-		return nil, v, reason, nil
-	default:
-		return self, wire.Ignore, "own", nil
+	author, v, reason, decoded := h.cfg.Gate.ValidateSigned(b)
+	switch {
+	case author != nil && toPeer(author) == h.self:
+		return author, wire.Ignore, "own", nil
+	case v == wire.Accept && !h.isMember.has(toPeer(author)):
+		return author, wire.Reject, wire.ReasonNotMember, nil
+	case v != wire.Accept && v != wire.Ignore && v != wire.Reject:
+		return author, wire.Reject, ReasonBadVerdict, nil
+	case reason == "" && v != wire.Accept:
+		reason = v.String()
 	}
-	for _, id := range h.isMember.list() {
-		if toPeer(id) == h.self {
-			continue
-		}
-		v, reason, decoded = h.cfg.Gate.Validate(id, b)
-		if reason == wire.ReasonAuthorMismatch {
-			continue
-		}
-		switch v {
-		case wire.Accept, wire.Ignore, wire.Reject:
-		default:
-			return id, wire.Reject, ReasonBadVerdict, nil
-		}
-		if reason == "" {
-			reason = v.String()
-		}
-		return id, v, reason, decoded
-	}
-	return nil, wire.Reject, wire.ReasonNotMember, nil
+	return author, v, reason, decoded
 }
 
 // SetMembers applies a membership change: ids replace the allow-list

@@ -63,6 +63,21 @@ func (g *Gate) Validate(author identity.PeerID, b []byte) (wire.Verdict, string,
 	return v, "", msg
 }
 
+// ValidateSigned judges a message no transport author vouches for (one a
+// member relayed on request, as a new leader's sync pull): its author is
+// the signer it names, and it must pass the same checks as gossip.
+func (g *Gate) ValidateSigned(b []byte) (identity.PeerID, wire.Verdict, string, any) {
+	msg, err := DecodeMessage(b)
+	if err != nil {
+		return nil, wire.Reject, wire.ReasonMalformed, nil
+	}
+	_, v, reason := g.check(msg, msg.Author)
+	if v != wire.Accept {
+		return msg.Author, v, reason, nil
+	}
+	return msg.Author, v, "", msg
+}
+
 // Check is Validate with a typed result: the decoded message comes back
 // whenever it decodes, refused or not (the caller may count by kind).
 func (g *Gate) Check(author identity.PeerID, b []byte) (*Message, wire.Verdict, string) {
@@ -70,6 +85,10 @@ func (g *Gate) Check(author identity.PeerID, b []byte) (*Message, wire.Verdict, 
 	if err != nil {
 		return nil, wire.Reject, wire.ReasonMalformed
 	}
+	return g.check(msg, author)
+}
+
+func (g *Gate) check(msg *Message, author identity.PeerID) (*Message, wire.Verdict, string) {
 	if identity.Compare(msg.Author, author) != 0 {
 		return msg, wire.Reject, wire.ReasonAuthorMismatch
 	}
