@@ -180,7 +180,7 @@ func (c *memConn) SendRaft(_ context.Context, to identity.PeerID, msg []byte) er
 func (c *memConn) Pull(context.Context, uint64) []wire.Inbound { return nil }
 
 // Fetch asks the hinted holder first, then every reachable member.
-func (c *memConn) Fetch(ctx context.Context, from identity.PeerID, d round.Digest) ([]byte, error) {
+func (c *memConn) Fetch(ctx context.Context, from identity.PeerID, d round.Digest, size int64) ([]byte, error) {
 	ends := c.net.route(c.self, nil, false)
 	slices.SortStableFunc(ends, func(a, b *memEnd) int {
 		return boolRank(identity.Compare(a.id, from) != 0) - boolRank(identity.Compare(b.id, from) != 0)
@@ -189,7 +189,7 @@ func (c *memConn) Fetch(ctx context.Context, from identity.PeerID, d round.Diges
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if b, err := e.blob(d); err == nil {
+		if b, err := e.blob(d); err == nil && (size <= 0 || int64(len(b)) == size) {
 			return b, nil
 		}
 	}

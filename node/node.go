@@ -29,7 +29,9 @@ type Network interface {
 	SendRaft(ctx context.Context, to identity.PeerID, msg []byte) error
 	// Fetch obtains a blob by digest from a member that holds it (from is a
 	// hint, nil for any); the caller verifies the hash.
-	Fetch(ctx context.Context, from identity.PeerID, d fedavg.Digest) ([]byte, error)
+	// size > 0 is the blob's signed length: a holder serving another
+	// length is refused before the blob is read.
+	Fetch(ctx context.Context, from identity.PeerID, d fedavg.Digest, size int64) ([]byte, error)
 	// Pull asks other members for their messages of a round (a new leader
 	// catching up at once); only messages the gate accepts come back.
 	Pull(ctx context.Context, round uint64) []wire.Inbound

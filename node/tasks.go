@@ -73,7 +73,7 @@ func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
 		case <-ctx.Done():
 			return nil
 		}
-		b, err := n.cfg.Network.Fetch(ctx, f.From, f.Digest)
+		b, err := n.cfg.Network.Fetch(ctx, f.From, f.Digest, f.Size)
 		if err == nil && fedavg.DigestBytes(b) != f.Digest {
 			err = fmt.Errorf("node: blob from %s does not match digest %s", f.From.Short(), f.Digest.String()[:12])
 		}

@@ -222,6 +222,7 @@ func (b *blobService) refuse(s network.Stream, code byte, reason, text string) {
 
 // fetchState is what a fetch has received so far, kept across resumptions.
 type fetchState struct {
+	want int64 // the length the blob must have, 0 if unknown
 	buf  []byte
 	size int64 // -1 until the first response
 	sum  hash.Hash
@@ -236,12 +237,24 @@ type fetchState struct {
 // bytes have arrived, so a peer that announces a large blob and stalls costs
 // little memory.
 func (b *blobService) Fetch(ctx context.Context, from peer.ID, d [32]byte) ([]byte, error) {
-	buf, _, err := b.fetch(ctx, from, d)
+	buf, _, err := b.fetchSize(ctx, from, d, 0)
+	return buf, err
+}
+
+// FetchSize is Fetch of a blob whose length is known (an update's signed
+// length): a server that announces another size is refused before a byte of
+// the blob is read (counted "size_mismatch"). size 0 is Fetch.
+func (b *blobService) FetchSize(ctx context.Context, from peer.ID, d [32]byte, size int64) ([]byte, error) {
+	buf, _, err := b.fetchSize(ctx, from, d, size)
 	return buf, err
 }
 
 // fetch is Fetch that also returns the offsets it requested.
 func (b *blobService) fetch(ctx context.Context, from peer.ID, d [32]byte) ([]byte, []uint64, error) {
+	return b.fetchSize(ctx, from, d, 0)
+}
+
+func (b *blobService) fetchSize(ctx context.Context, from peer.ID, d [32]byte, want int64) ([]byte, []uint64, error) {
 	if !b.isMember(from) {
 		b.stats.Inc(blobName, wire.ReasonNotMember)
 		return nil, nil, fmt.Errorf("p2p: fetch from %s: not a member", from)
@@ -257,7 +270,7 @@ func (b *blobService) fetch(ctx context.Context, from peer.ID, d [32]byte) ([]by
 	}
 	defer func() { <-b.sem }()
 
-	f := &fetchState{size: -1, sum: sha256.New()}
+	f := &fetchState{size: -1, want: want, sum: sha256.New()}
 	for attempt := 1; ; attempt++ {
 		err := b.fetchOnce(ctx, from, d, f)
 		if err == nil {
@@ -339,6 +352,10 @@ func (b *blobService) fetchOnce(ctx context.Context, from peer.ID, d [32]byte, f
 	if size > uint64(b.lim.MaxBlob) {
 		b.stats.Inc(blobName, ReasonFrameTooLarge)
 		return permanent{frameTooLarge(size, b.lim.MaxBlob)}
+	}
+	if f.want > 0 && int64(size) != f.want {
+		b.stats.Inc(blobName, ReasonSizeMismatch)
+		return permanent{fmt.Errorf("p2p: blob is %d bytes, its signed length %d", size, f.want)}
 	}
 	if (f.size >= 0 && int64(size) != f.size) || int64(size) < int64(len(f.buf)) {
 		b.stats.Inc(blobName, ReasonBadRequest)

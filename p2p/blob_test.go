@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -509,4 +510,27 @@ func TestBlobSlowReaderCut(t *testing.T) {
 	// deadline cuts the stream.
 	spWait(t, 5*time.Second, "timeout counted", func() bool { return srvStats.Get(blobName, ReasonTimeout) == 1 })
 	spWait(t, 2*time.Second, "handler exit", func() bool { return srv.g.live.Load() == 0 })
+}
+
+// TestBlobFetchStopsAtSignedLength: a holder that serves a blob of another
+// length than the signed one is refused on its size header, before the
+// blob's bytes are read; the right length is fetched.
+func TestBlobFetchStopsAtSignedLength(t *testing.T) {
+	t.Parallel()
+	data := randBytes(t, 3<<20)
+	srv, cli, _, cliStats := blobPair(t, newMemSource(data), Limits{}, Limits{})
+	_, err := cli.FetchSize(context.Background(), srv.h.ID(), sha256.Sum256(data), 4096)
+	if err == nil || !strings.Contains(err.Error(), "signed length 4096") {
+		t.Fatalf("oversize blob fetched: %v", err)
+	}
+	if n := cliStats.Get(blobName, ReasonSizeMismatch); n != 1 {
+		t.Fatalf("size_mismatch counted %d times", n)
+	}
+	if in, _ := cliStats.Bytes(); in > 64<<10 {
+		t.Fatalf("read %d bytes of a blob refused on its size", in)
+	}
+	got, err := cli.FetchSize(context.Background(), srv.h.ID(), sha256.Sum256(data), int64(len(data)))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the signed length: %d bytes, %v", len(got), err)
+	}
 }

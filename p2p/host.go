@@ -234,10 +234,12 @@ func (h *Host) SendRaft(ctx context.Context, to identity.PeerID, msg []byte) err
 	return h.raft.Send(toPeer(to), msg)
 }
 
-// Fetch returns the blob with digest d, its SHA-256 verified. It asks from
-// first (it may be nil), then the other connected members in random order,
-// which spreads the load over every member holding the blob.
-func (h *Host) Fetch(ctx context.Context, from identity.PeerID, d fedavg.Digest) ([]byte, error) {
+// Fetch returns the blob with digest d, its SHA-256 verified, and of
+// length size when size > 0 (a server announcing another length is refused
+// before the blob is read). It asks from first (it may be nil), then the
+// other connected members in random order, which spreads the load over
+// every member holding the blob.
+func (h *Host) Fetch(ctx context.Context, from identity.PeerID, d fedavg.Digest, size int64) ([]byte, error) {
 	var cands []peer.ID
 	if len(from) > 0 && toPeer(from) != h.self {
 		cands = append(cands, toPeer(from))
@@ -254,7 +256,7 @@ func (h *Host) Fetch(ctx context.Context, from identity.PeerID, d fedavg.Digest)
 	}
 	var errs []error
 	for _, p := range cands {
-		b, err := h.blob.Fetch(ctx, p, d)
+		b, err := h.blob.FetchSize(ctx, p, d, size)
 		if err == nil {
 			return b, nil
 		}

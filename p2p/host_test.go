@@ -200,18 +200,18 @@ func TestHost(t *testing.T) {
 		blob := bytes.Repeat([]byte("update "), 100_000)
 		d := b.blobs.put(blob)
 		// No hint: A asks the connected members until one has it.
-		got, err := a.h.Fetch(ctx, nil, d)
+		got, err := a.h.Fetch(ctx, nil, d, 0)
 		if err != nil || !bytes.Equal(got, blob) {
 			t.Fatalf("Fetch without a hint: %d bytes, %v", len(got), err)
 		}
 		// A hint that does not hold the blob: A falls back to the others.
-		got, err = a.h.Fetch(ctx, ids[2].ID, d)
+		got, err = a.h.Fetch(ctx, ids[2].ID, d, 0)
 		if err != nil || !bytes.Equal(got, blob) {
 			t.Fatalf("Fetch with a wrong hint: %d bytes, %v", len(got), err)
 		}
 		// Nobody has it.
 		missing := sha256.Sum256([]byte("nobody has this"))
-		if _, err := a.h.Fetch(ctx, ids[1].ID, missing); err == nil {
+		if _, err := a.h.Fetch(ctx, ids[1].ID, missing, 0); err == nil {
 			t.Fatal("fetched a blob nobody holds")
 		}
 	})
@@ -442,7 +442,7 @@ func TestHostCloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := a.blobs.put([]byte("a small blob"))
-		if _, err := b.h.Fetch(ctx, ids[0].ID, d); err != nil {
+		if _, err := b.h.Fetch(ctx, ids[0].ID, d, 0); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.h.SendRaft(ctx, ids[0].ID, []byte("raft")); err != nil {

@@ -79,6 +79,7 @@ const (
 	ReasonTimeout        = "timeout"          // a read or write deadline expired
 	ReasonBadRequest     = "bad_request"      // a malformed request or response
 	ReasonHashMismatch   = "hash_mismatch"    // fetched bytes do not match the digest
+	ReasonSizeMismatch   = "size_mismatch"    // the server announced another length than the signed one
 	ReasonQueueFull      = "queue_full"       // an outbound queue was full; the message was dropped
 	ReasonStreamError    = "stream_error"     // the stream broke (reset, EOF, closed connection)
 	ReasonSourceError    = "source_error"     // the local store failed to produce a blob

@@ -145,7 +145,7 @@ func (m *Machine) want(d Digest, from identity.PeerID) {
 		return
 	}
 	m.cur.fetching[d] = true
-	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from})
+	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from, Size: m.p.UpdateBytes})
 }
 
 // BlobStored tells the Machine that a blob is stored and verified locally.

@@ -20,6 +20,9 @@ type TrainTask struct {
 type FetchTask struct {
 	Digest Digest
 	From   identity.PeerID
+	// Size is the blob's signed length (an update's announcement), 0 if
+	// unknown: a holder serving another length is refused.
+	Size int64
 }
 
 // AggregateTask asks the leader to compute the outcome of the included
