@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/globalbrain/globalbrain/node"
+	"github.com/globalbrain/globalbrain/round"
 )
 
 // Metrics are a node's Prometheus metrics. Most are read from the Source
@@ -26,6 +27,9 @@ import (
 //	                                                 accepted, or rejected with the reason (malformed,
 //	                                                 author_mismatch, not_member, bad_signature; stale is
 //	                                                 ignored without penalty and counted as rejected)
+//	globalbrain_raft_refused_total{reason}  counter  Raft messages refused at the Raft boundary: unknown_sender,
+//	                                                 local_only, learner_request, bad_commit, bad_append,
+//	                                                 bad_snapshot, panic (raft panicked: the member halted)
 //	globalbrain_round_events_total{event}   counter  the round machine's counters: stale_entry,
 //	                                                 invalid_entry, rejected_message, ignored_message, reproposal
 //	globalbrain_phase_seconds{phase}        histogram time spent in each phase of a round
@@ -138,7 +142,8 @@ var (
 	descAccuracy     = prometheus.NewDesc("globalbrain_accuracy", "Test accuracy of the last evaluated global model.", nil, nil)
 	descLoss         = prometheus.NewDesc("globalbrain_loss", "Test loss of the last evaluated global model.", nil, nil)
 	descAccuracyRnd  = prometheus.NewDesc("globalbrain_accuracy_round", "Round of the last evaluated global model.", nil, nil)
-	collectorMetrics = []*prometheus.Desc{descRound, descApplied, descMembers, descLeader, descAlarms, descHalted, descEvents,
+	descRaftRefused  = prometheus.NewDesc("globalbrain_raft_refused_total", "Raft messages from other members refused at the Raft boundary before raft saw them, by reason (round.Raft* reasons).", []string{"reason"}, nil)
+	collectorMetrics = []*prometheus.Desc{descRound, descApplied, descMembers, descLeader, descAlarms, descHalted, descEvents, descRaftRefused,
 		descPeers, descBytesIn, descBytesOut, descCut, descAccuracy, descLoss, descAccuracyRnd}
 )
 
@@ -180,6 +185,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{"ignored_message", k.IgnoredMessages}, {"reproposal", k.Reproposals},
 	} {
 		counter(ch, descEvents, float64(e.v), e.name)
+	}
+	for _, reason := range []string{round.RaftUnknownSender, round.RaftLocalOnly, round.RaftLearner,
+		round.RaftBadCommit, round.RaftBadAppend, round.RaftBadSnapshot, round.RaftPanic} {
+		counter(ch, descRaftRefused, float64(k.RaftRefused[reason]), reason)
 	}
 	connected := 0
 	for _, p := range c.src.peers(st) {

@@ -204,3 +204,18 @@ func TestOldBlobsAreCollected(t *testing.T) {
 	require.LessOrEqual(t, len(blobs), 4*4+1, "old blobs were not collected")
 	require.True(t, c.Store(0).HasBlob(digest(t, c.Node(0).Status().Model)), "the applied model was deleted")
 }
+
+// TestForgedHeartbeatIsRefused: a member's heartbeat committing far beyond
+// the log (it panicked the receiver's raft and killed the process) is
+// refused at the Raft boundary and counted; the consortium keeps applying.
+func TestForgedHeartbeatIsRefused(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 3})
+	c.RunUntil(t, func() bool { return c.AllApplied(1) })
+	b, err := proto.Marshal(&pb.Message{Type: pb.MessageType_MsgHeartbeat.Enum(), From: proto.Uint64(round.RaftID(c.IDs[1].ID)),
+		To: proto.Uint64(round.RaftID(c.IDs[0].ID)), Term: proto.Uint64(1 << 20), Commit: proto.Uint64(1 << 40)})
+	require.NoError(t, err)
+	c.Net.Inject(c.IDs[0].ID, wire.Inbound{Kind: wire.Raft, From: c.IDs[1].ID, Data: b})
+	c.RunUntil(t, func() bool { return c.Node(0).Status().Counters.RaftRefused[round.RaftBadCommit] == 1 })
+	c.RunUntil(t, func() bool { return c.AllApplied(3) })
+	require.Empty(t, c.Node(0).Status().Halted)
+}

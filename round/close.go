@@ -9,7 +9,10 @@ import (
 
 // Tick advances logical time by one tick.
 func (m *Machine) Tick() {
-	m.rn.Tick()
+	if m.halted != "" {
+		return
+	}
+	m.guard("tick", m.rn.Tick)
 	m.retryWanted()
 	if m.halted != "" || m.Done() {
 		return

@@ -20,14 +20,22 @@ var (
 	ErrBadLength   = errors.New("round: wrong length") // reject
 	ErrOverCap     = errors.New("round: example count above the cap")
 	ErrHalted      = errors.New("round: halted")
+	ErrRaftRefused = errors.New("round: raft message refused")
 )
 
-// StepRaft feeds a Raft message from another member.
-func (m *Machine) StepRaft(msg *pb.Message) error {
+// StepRaft feeds a Raft message from another member, after the Raft
+// boundary (raftgate.go) checked it: a refused message is counted in
+// Counters.RaftRefused by reason and returned as ErrRaftRefused.
+func (m *Machine) StepRaft(msg *pb.Message) (err error) {
 	if m.halted != "" {
 		return ErrHalted
 	}
-	return m.rn.Step(msg)
+	if reason := m.checkRaft(msg); reason != "" {
+		m.refuseRaft(reason)
+		return fmt.Errorf("%w: %s %s from %x", ErrRaftRefused, reason, msg.GetType(), msg.GetFrom())
+	}
+	m.guard("step "+msg.GetType().String(), func() { err = m.rn.Step(msg) })
+	return err
 }
 
 // Step feeds a gossiped message. The error says whether to reject it

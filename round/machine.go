@@ -105,6 +105,9 @@ type Machine struct {
 // Counters counts what the Machine refused or skipped.
 type Counters struct {
 	StaleEntries, InvalidEntries, RejectedMessages, IgnoredMessages, Reproposals uint64
+	// RaftRefused counts Raft messages refused at the boundary, by reason
+	// (raftgate.go).
+	RaftRefused map[string]uint64 `json:"raft_refused,omitempty"`
 }
 
 // want is a blob a task needs.

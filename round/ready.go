@@ -90,24 +90,10 @@ func (m *Machine) Ready() *Ready {
 	if m.bootSnap != nil {
 		rd.Snapshot, m.bootSnap = m.bootSnap, nil
 	}
-	if m.rn.HasReady() {
-		r := m.rn.Ready()
-		rd.raft = &r
-		if r.HardState != nil && !raft.IsEmptyHardState(r.HardState) {
-			rd.HardState = r.HardState
-		}
-		rd.Entries = r.Entries
-		if r.Snapshot != nil && !raft.IsEmptySnap(r.Snapshot) {
-			rd.Snapshot = r.Snapshot
-			m.installSnapshot(r.Snapshot)
-		}
-		rd.MustSync = r.MustSync
-		rd.Messages = r.Messages
-		m.queue = append(m.queue, r.CommittedEntries...)
-		if r.SoftState != nil && r.SoftState.RaftState != raft.StateLeader {
-			m.leaderTerm = 0
-		}
+	if m.halted == "" {
+		m.guard("ready", func() { m.raftReady(&rd) })
 	}
+
 	if rd.Apply == nil {
 		rd.Apply = m.nextApply()
 	}
@@ -154,7 +140,7 @@ func (m *Machine) Advance(rd *Ready) {
 			_ = m.storage.SetHardState(rd.raft.HardState)
 		}
 		_ = m.storage.Append(rd.raft.Entries)
-		m.rn.Advance(*rd.raft)
+		m.guard("advance", func() { m.rn.Advance(*rd.raft) })
 	}
 	if m.snapDue {
 		m.snapDue = false
@@ -213,4 +199,27 @@ func (m *Machine) nextApply() *ApplyTask {
 		return m.pending
 	}
 	return nil
+}
+
+// raftReady takes raft's Ready into rd.
+func (m *Machine) raftReady(rd *Ready) {
+	if !m.rn.HasReady() {
+		return
+	}
+	r := m.rn.Ready()
+	rd.raft = &r
+	if r.HardState != nil && !raft.IsEmptyHardState(r.HardState) {
+		rd.HardState = r.HardState
+	}
+	rd.Entries = r.Entries
+	if r.Snapshot != nil && !raft.IsEmptySnap(r.Snapshot) {
+		rd.Snapshot = r.Snapshot
+		m.installSnapshot(r.Snapshot)
+	}
+	rd.MustSync = r.MustSync
+	rd.Messages = r.Messages
+	m.queue = append(m.queue, r.CommittedEntries...)
+	if r.SoftState != nil && r.SoftState.RaftState != raft.StateLeader {
+		m.leaderTerm = 0
+	}
 }

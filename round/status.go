@@ -1,5 +1,7 @@
 package round
 
+import "maps"
+
 // RoundMessages returns the current round's valid announcements and this
 // member's own Haves, for a new leader that asks to catch up at once.
 func (m *Machine) RoundMessages() []*Message {
@@ -30,6 +32,7 @@ type Status struct {
 func (m *Machine) Status() Status {
 	s := Status{Round: m.cur.round, Applied: m.st, Leader: m.Leader(), IsLeader: m.IsLeader(), Members: len(m.members),
 		Voters: len(m.p.Voters), Announced: len(m.cur.anns), Halted: m.halted, Counters: m.Counters}
+	s.Counters.RaftRefused = maps.Clone(m.Counters.RaftRefused)
 	s.Sampled = contains(m.Sample(m.cur.round), m.self.ID)
 	switch {
 	case m.halted != "":
