@@ -31,7 +31,8 @@ import (
 //	                                                 local_only, learner_request, bad_commit, bad_append,
 //	                                                 bad_snapshot, panic (raft panicked: the member halted)
 //	globalbrain_round_events_total{event}   counter  the round machine's counters: stale_entry,
-//	                                                 invalid_entry, rejected_message, ignored_message, reproposal
+//	                                                 invalid_entry, rejected_message, ignored_message, reproposal,
+//	                                                 excluded_update (an update blob that failed the edge checks)
 //	globalbrain_phase_seconds{phase}        histogram time spent in each phase of a round
 //	globalbrain_bytes_in_total              counter  payload bytes received over the stream protocols
 //	globalbrain_bytes_out_total             counter  payload bytes sent
@@ -182,7 +183,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		v    uint64
 	}{
 		{"stale_entry", k.StaleEntries}, {"invalid_entry", k.InvalidEntries}, {"rejected_message", k.RejectedMessages},
-		{"ignored_message", k.IgnoredMessages}, {"reproposal", k.Reproposals},
+		{"ignored_message", k.IgnoredMessages}, {"reproposal", k.Reproposals}, {"excluded_update", k.ExcludedUpdates},
 	} {
 		counter(ch, descEvents, float64(e.v), e.name)
 	}

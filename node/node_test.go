@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,7 +15,9 @@ import (
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/member/membertest"
+	"github.com/globalbrain/globalbrain/node"
 	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/train/local"
 	"github.com/globalbrain/globalbrain/wire"
 )
 
@@ -218,4 +221,58 @@ func TestForgedHeartbeatIsRefused(t *testing.T) {
 	c.RunUntil(t, func() bool { return c.Node(0).Status().Counters.RaftRefused[round.RaftBadCommit] == 1 })
 	c.RunUntil(t, func() bool { return c.AllApplied(3) })
 	require.Empty(t, c.Node(0).Status().Halted)
+}
+
+// TestBadUpdateCostsItsAuthor: a member announces an update whose blob
+// holds NaN. Every member checks the blob at the edge, says no Have for it
+// and flags its author; the round closes with the others' updates and the
+// next rounds go on. (It used to be included, fail aggregation and abandon
+// every round.)
+func TestBadUpdateCostsItsAuthor(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 4, Rounds: 4,
+		Trainers: map[int]node.Trainer{3: membertest.Silent{}}})
+	c.RunUntil(t, func() bool {
+		for i := range 3 {
+			if c.Node(i).Status().Applied < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	st := c.Node(0).Status()
+	dim := len(mustGenesis(t, c).Weights)
+	delta := make([]float32, dim)
+	delta[dim/2] = float32(math.NaN())
+	blob := round.EncodeUpdate(delta)
+	d, err := c.Store(3).PutBlob(blob)
+	require.NoError(t, err)
+	c.Members[3].Node().Gate().Serve(d)
+	ann := &round.Message{Kind: round.KindAnnounce, Round: st.Applied + 1, Base: digest(t, st.Model), Digest: d,
+		Length: int64(len(blob)), Examples: 100}
+	ann.Sign(c.Node(0).Consortium(), c.IDs[3])
+	for i := range 3 {
+		c.Net.Inject(c.IDs[i].ID, wire.Inbound{Kind: wire.Gossip, From: c.IDs[3].ID, Data: ann.Encode(), Msg: ann})
+	}
+	c.RunUntil(t, func() bool {
+		for i := range 3 {
+			if c.Node(i).Status().Applied < 4 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range 3 {
+		s := c.Node(i).Status()
+		require.Equal(t, uint64(1), s.Counters.ExcludedUpdates, "member %d", i)
+		require.Empty(t, s.Halted)
+		require.Equal(t, st.Applied+3, s.Applied)
+	}
+	require.False(t, c.Store(0).HasBlob(d), "the bad blob was stored")
+}
+
+func mustGenesis(t *testing.T, c *membertest.Cluster) *fedavg.Global {
+	t.Helper()
+	g, err := local.Genesis(local.Spec(c.Manifest), c.Manifest.Model.InitSeed)
+	require.NoError(t, err)
+	return g
 }

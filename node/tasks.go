@@ -47,6 +47,10 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 			return func() { n.m.Decline(t.Round) }
 		}
 		b := round.EncodeUpdate(delta)
+		if err := round.CheckUpdate(b, len(base.Weights)); err != nil {
+			n.log.Error("trained update fails the edge checks; declining", "round", t.Round, "err", err)
+			return func() { n.m.Decline(t.Round) }
+		}
 		d, err := n.cfg.Store.PutBlob(b) // persist before publish
 		if err != nil {
 			n.log.Error("cannot store update; declining", "round", t.Round, "err", err)
@@ -76,6 +80,15 @@ func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
 		b, err := n.cfg.Network.Fetch(ctx, f.From, f.Digest, f.Size)
 		if err == nil && fedavg.DigestBytes(b) != f.Digest {
 			err = fmt.Errorf("node: blob from %s does not match digest %s", f.From.Short(), f.Digest.String()[:12])
+		}
+		if err == nil && f.Size > 0 {
+			// An update: checked at the edge before it is stored or vouched for.
+			if bad := round.CheckUpdate(b, len(n.cfg.Genesis.Weights)); bad != nil {
+				return func() {
+					n.log.Warn("update excluded", "digest", f.Digest.String()[:12], "from", f.From.Short(), "err", bad)
+					n.m.BadBlob(f.Digest, bad)
+				}
+			}
 		}
 		if err == nil {
 			_, err = n.cfg.Store.PutBlob(b)

@@ -127,8 +127,8 @@ func (m *Machine) maybeClose() {
 	inc := m.includable()
 	resolved := true
 	for _, id := range sample {
-		if m.cur.declines[string(id)] {
-			continue
+		if m.cur.declines[string(id)] || m.cur.bad[string(id)] != "" {
+			continue // declined, or its update failed the edge checks: nothing to wait for
 		}
 		if !slices.ContainsFunc(inc, func(a *Message) bool { return identity.Compare(a.Author, id) == 0 }) {
 			resolved = false

@@ -90,7 +90,9 @@ func (m *Machine) step(msg *Message) error {
 		}
 		if prev, ok := m.cur.anns[author]; ok {
 			if sameAnnouncement(prev, msg) {
-				m.want(msg.Digest, msg.Author) // a failed fetch is retried on the repeat
+				if m.cur.bad[author] == "" {
+					m.want(msg.Digest, msg.Author) // a failed fetch is retried on the repeat
+				}
 				return nil
 			}
 			m.alarm("equivocation: %s announced two updates for round %d (%s, %s)", msg.Author.Short(), msg.Round, prev.Digest.String()[:12], msg.Digest.String()[:12])
@@ -177,6 +179,31 @@ func (m *Machine) BlobStored(d Digest) {
 		}
 	}
 	m.maybeClose()
+}
+
+// BadBlob tells the Machine that the update blob d, fetched and matching
+// its digest and signed length, failed CheckUpdate (it does not decode, or
+// holds NaN or Inf). Its author is flagged and left out of the round: no
+// Have is gossiped for it, it is never included, and the round closes
+// without waiting for it. The author pays, not the round.
+func (m *Machine) BadBlob(d Digest, why error) {
+	delete(m.cur.fetching, d)
+	for author, a := range m.cur.anns {
+		if a.Digest == d && m.cur.bad[author] == "" {
+			m.cur.bad[author] = why.Error()
+			m.Counters.ExcludedUpdates++
+			m.alarm("round %d: update of %s excluded: %s", m.cur.round, a.Author.Short(), clip(why.Error(), 200))
+		}
+	}
+	m.maybeClose()
+}
+
+// clip bounds attacker-influenced text in alarms.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // FetchFailed tells the Machine a fetch failed; it is handed out again.

@@ -58,6 +58,7 @@ type roundState struct {
 	myHaves     []*Message        // own Haves, re-gossiped with it
 	sample      []identity.PeerID // sample(round) over the membership at the round's start
 	declined    bool
+	bad         map[string]string // authors whose update blob failed CheckUpdate, with why
 }
 
 // Machine is one member's round state machine around an etcd raft RawNode.
@@ -105,6 +106,9 @@ type Machine struct {
 // Counters counts what the Machine refused or skipped.
 type Counters struct {
 	StaleEntries, InvalidEntries, RejectedMessages, IgnoredMessages, Reproposals uint64
+	// ExcludedUpdates counts update blobs that failed CheckUpdate: their
+	// authors were left out of the round.
+	ExcludedUpdates uint64
 	// RaftRefused counts Raft messages refused at the boundary, by reason
 	// (raftgate.go).
 	RaftRefused map[string]uint64 `json:"raft_refused,omitempty"`
@@ -356,7 +360,8 @@ func (m *Machine) firstIndex() uint64 {
 func (m *Machine) startRound() {
 	r := m.st.Round + 1
 	m.cur = roundState{round: r, anns: map[string]*Message{}, haves: map[Digest]map[string]bool{},
-		declines: map[string]bool{}, fetching: map[Digest]bool{}, have: map[Digest]bool{}, proposed: -1}
+		declines: map[string]bool{}, fetching: map[Digest]bool{}, have: map[Digest]bool{}, proposed: -1,
+		bad: map[string]string{}}
 	m.roundMembers = slices.Clone(m.members)
 	m.cur.sample = m.Sample(r)
 	m.idleTicks, m.stalls = 0, 0

@@ -29,6 +29,17 @@ func DecodeUpdate(b []byte, dim int) ([]float32, error) {
 	return d, nil
 }
 
+// CheckUpdate checks an update blob at the edge, before any member holds
+// it as a Have: dim float32 values, every one finite. An update that fails
+// costs its author its inclusion (Machine.BadBlob), never the round.
+func CheckUpdate(b []byte, dim int) error {
+	d, err := DecodeUpdate(b, dim)
+	if err != nil {
+		return err
+	}
+	return fedavg.Validate(fedavg.Update{Delta: d, Examples: 1}, dim, 0)
+}
+
 // BlobSource returns a verified blob by digest; ok is false when it is not held.
 type BlobSource func(Digest) (b []byte, ok bool)
 

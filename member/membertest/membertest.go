@@ -39,6 +39,18 @@ type Options struct {
 	Retain  int // retain_rounds, 0 for the default
 	// Joiners are members added after genesis (not in the manifest).
 	Joiners []identity.Identity
+	// Trainers replace member i's FixedTrainer.
+	Trainers map[int]node.Trainer
+}
+
+// Silent is a trainer that never returns until the member stops: a member
+// that is sampled and never announces.
+type Silent struct{}
+
+// Train implements node.Trainer.
+func (Silent) Train(ctx context.Context, _ uint64, _ *fedavg.Global, _ fedavg.TrainConfig) ([]float32, int64, error) {
+	<-ctx.Done()
+	return nil, 0, ctx.Err()
 }
 
 // Cluster is a running consortium in one process.
@@ -73,9 +85,13 @@ func MakeCluster(t testing.TB, o Options) *Cluster {
 	genesis := len(c.IDs)
 	c.IDs = append(c.IDs, o.Joiners...)
 	for i, id := range c.IDs {
+		var tr node.Trainer = FixedTrainer{Scale: float32(i + 1)}
+		if o.Trainers[i] != nil {
+			tr = o.Trainers[i]
+		}
 		m, err := member.Open(ctx, member.Options{
 			Identity: id, Manifest: c.Manifest, StoreDir: t.TempDir(), Store: store.Options{NoSync: true},
-			MemNet: c.Net, Trainer: FixedTrainer{Scale: float32(i + 1)}, Joining: i >= genesis,
+			MemNet: c.Net, Trainer: tr, Joining: i >= genesis,
 		})
 		if err != nil {
 			t.Fatal(err)
