@@ -135,7 +135,7 @@ var (
 	descLeader       = prometheus.NewDesc("globalbrain_leader", "1 if this member is the Raft leader.", nil, nil)
 	descAlarms       = prometheus.NewDesc("globalbrain_alarms", "Alarms raised since the node started.", nil, nil)
 	descHalted       = prometheus.NewDesc("globalbrain_halted", "1 if the member halted.", nil, nil)
-	descEvents       = prometheus.NewDesc("globalbrain_round_events_total", "The round machine's counters: stale and invalid entries, rejected and ignored messages, re-proposals.", []string{"event"}, nil)
+	descEvents       = prometheus.NewDesc("globalbrain_round_events_total", "The round machine's counters: stale and invalid entries, rejected and ignored messages, re-proposals, excluded updates.", []string{"event"}, nil)
 	descPeers        = prometheus.NewDesc("globalbrain_peers_connected", "Members connected to this node (itself excluded).", nil, nil)
 	descBytesIn      = prometheus.NewDesc("globalbrain_bytes_in_total", "Payload bytes received over the stream protocols.", nil, nil)
 	descBytesOut     = prometheus.NewDesc("globalbrain_bytes_out_total", "Payload bytes sent over the stream protocols.", nil, nil)
