@@ -242,9 +242,10 @@ globalbrain_bytes_out_total 2000
 # TYPE globalbrain_messages_cut_total counter
 globalbrain_messages_cut_total{protocol="blob",reason="frame_too_large"} 2
 globalbrain_messages_cut_total{protocol="raft",reason="not_member"} 1
-# HELP globalbrain_round_events_total The round machine's counters: stale and invalid entries, rejected and ignored messages, re-proposals, excluded updates.
+# HELP globalbrain_round_events_total The round machine's counters: stale and invalid entries, rejected and ignored messages, re-proposals, excluded updates, forced campaigns.
 # TYPE globalbrain_round_events_total counter
 globalbrain_round_events_total{event="excluded_update"} 0
+globalbrain_round_events_total{event="forced_campaign"} 0
 globalbrain_round_events_total{event="ignored_message"} 0
 globalbrain_round_events_total{event="invalid_entry"} 1
 globalbrain_round_events_total{event="rejected_message"} 0

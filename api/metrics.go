@@ -32,7 +32,8 @@ import (
 //	                                                 bad_snapshot, panic (raft panicked: the member halted)
 //	globalbrain_round_events_total{event}   counter  the round machine's counters: stale_entry,
 //	                                                 invalid_entry, rejected_message, ignored_message, reproposal,
-//	                                                 excluded_update (an update blob that failed the edge checks)
+//	                                                 excluded_update (an update blob that failed the edge checks),
+//	                                                 forced_campaign (an election forced against an idle leader)
 //	globalbrain_phase_seconds{phase}        histogram time spent in each phase of a round
 //	globalbrain_bytes_in_total              counter  payload bytes received over the stream protocols
 //	globalbrain_bytes_out_total             counter  payload bytes sent
@@ -135,7 +136,7 @@ var (
 	descLeader       = prometheus.NewDesc("globalbrain_leader", "1 if this member is the Raft leader.", nil, nil)
 	descAlarms       = prometheus.NewDesc("globalbrain_alarms", "Alarms raised since the node started.", nil, nil)
 	descHalted       = prometheus.NewDesc("globalbrain_halted", "1 if the member halted.", nil, nil)
-	descEvents       = prometheus.NewDesc("globalbrain_round_events_total", "The round machine's counters: stale and invalid entries, rejected and ignored messages, re-proposals, excluded updates.", []string{"event"}, nil)
+	descEvents       = prometheus.NewDesc("globalbrain_round_events_total", "The round machine's counters: stale and invalid entries, rejected and ignored messages, re-proposals, excluded updates, forced campaigns.", []string{"event"}, nil)
 	descPeers        = prometheus.NewDesc("globalbrain_peers_connected", "Members connected to this node (itself excluded).", nil, nil)
 	descBytesIn      = prometheus.NewDesc("globalbrain_bytes_in_total", "Payload bytes received over the stream protocols.", nil, nil)
 	descBytesOut     = prometheus.NewDesc("globalbrain_bytes_out_total", "Payload bytes sent over the stream protocols.", nil, nil)
@@ -184,6 +185,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}{
 		{"stale_entry", k.StaleEntries}, {"invalid_entry", k.InvalidEntries}, {"rejected_message", k.RejectedMessages},
 		{"ignored_message", k.IgnoredMessages}, {"reproposal", k.Reproposals}, {"excluded_update", k.ExcludedUpdates},
+		{"forced_campaign", k.ForcedCampaigns},
 	} {
 		counter(ch, descEvents, float64(e.v), e.name)
 	}

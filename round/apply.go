@@ -101,7 +101,7 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	}
 	if err != nil {
 		m.Counters.InvalidEntries++
-		m.invalid(&pb.Entry{Index: proto.Uint64(t.Index)}, t.Entry, err)
+		m.invalid(&pb.Entry{Index: proto.Uint64(t.Index), Term: proto.Uint64(t.Term)}, t.Entry, err)
 		return
 	}
 	m.st = State{Index: t.Index, Round: t.Entry.Round, Model: model, Chain: t.Chain}

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"slices"
 
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/globalbrain/globalbrain/identity"
 )
 
@@ -36,7 +39,11 @@ func (m *Machine) Tick() {
 		m.idleTicks = 0
 		m.stalls++
 		if m.successor() == m.id {
-			m.rn.TransferLeader(m.id)
+			if m.stalls == 1 {
+				m.rn.TransferLeader(m.id) // ask politely first
+			} else {
+				m.forceCampaign()
+			}
 		}
 	}
 	if m.IsLeader() && m.cur.proposed >= 0 && m.cur.ticks-m.cur.proposed >= m.p.DeadlineTicks/2 {
@@ -44,6 +51,20 @@ func (m *Machine) Tick() {
 		m.Counters.Reproposals++
 	}
 	m.maybeClose()
+}
+
+// forceCampaign stands for election without the leader's consent: the
+// leader has let the round stall for 4 deadlines and ignored a transfer.
+// The vote requests carry raft's transfer context, which voters honour
+// even while they still hear the idle leader's heartbeats (its lease), so
+// a leader that heartbeats but never proposes is replaced.
+func (m *Machine) forceCampaign() {
+	m.Counters.ForcedCampaigns++
+	m.alarm("round %d: no progress for %d deadlines under leader %x; standing for election", m.cur.round, 2*m.stalls, m.Leader())
+	m.guard("campaign", func() {
+		_ = m.rn.Step(&pb.Message{Type: pb.MessageType_MsgTimeoutNow.Enum(), From: proto.Uint64(m.Leader()),
+			To: proto.Uint64(m.id), Term: proto.Uint64(m.term())})
+	})
 }
 
 // successor is the voter that asks for leadership after a stall: the same

@@ -109,6 +109,9 @@ type Counters struct {
 	// ExcludedUpdates counts update blobs that failed CheckUpdate: their
 	// authors were left out of the round.
 	ExcludedUpdates uint64
+	// ForcedCampaigns counts elections this member forced against an idle
+	// leader.
+	ForcedCampaigns uint64
 	// RaftRefused counts Raft messages refused at the boundary, by reason
 	// (raftgate.go).
 	RaftRefused map[string]uint64 `json:"raft_refused,omitempty"`

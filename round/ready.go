@@ -38,6 +38,7 @@ type AggregateTask struct {
 // at a time, in log order.
 type ApplyTask struct {
 	Index   uint64
+	Term    uint64 // the entry's Raft term: a leader whose own entry fails steps down
 	Entry   *Entry
 	Encoded []byte
 	Chain   Digest // the chain hash once this entry is applied
@@ -195,7 +196,7 @@ func (m *Machine) nextApply() *ApplyTask {
 			continue
 		}
 		enc := ent.GetData()
-		m.pending = &ApplyTask{Index: ent.GetIndex(), Entry: e, Encoded: enc, Chain: ChainHash(m.st.Chain, enc)}
+		m.pending = &ApplyTask{Index: ent.GetIndex(), Term: ent.GetTerm(), Entry: e, Encoded: enc, Chain: ChainHash(m.st.Chain, enc)}
 		return m.pending
 	}
 	return nil

@@ -55,7 +55,10 @@ type Member struct {
 	Silent    bool // never trains nor declines
 	Byzantine bool // as leader, proposes commits with a wrong result digest
 	Lazy      bool // as leader, stops proposing (raft still heartbeats)
-	Joining   bool // not a genesis member
+	// IgnoreTransfer drops the leadership transfer requests sent to this
+	// member: a leader that will not step aside.
+	IgnoreTransfer bool
+	Joining        bool // not a genesis member
 
 	// persisted
 	hard    *pb.HardState
@@ -193,6 +196,9 @@ func (e *Env) linked(a, b int) bool {
 
 func (e *Env) send(env envelope) {
 	if !e.linked(env.from, env.to) || (e.DropRate > 0 && e.rng.Float64() < e.DropRate) {
+		return
+	}
+	if env.raft != nil && env.raft.GetType() == pb.MessageType_MsgTransferLeader && e.Members[env.to].IgnoreTransfer {
 		return
 	}
 	e.inflight = append(e.inflight, env)
