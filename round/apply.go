@@ -45,7 +45,7 @@ func (m *Machine) validate(e *Entry) error {
 		return fmt.Errorf("chain hash does not follow the applied outcome")
 	}
 	if e.Kind == EntryAbandon {
-		if e.Result != e.Base || len(e.Included) > 0 {
+		if e.Result != e.Base || len(e.Included) > 0 || len(e.Haves) > 0 {
 			return errors.New("abandon must keep the model and include nothing")
 		}
 		return nil
@@ -77,6 +77,39 @@ func (m *Machine) validate(e *Entry) error {
 		// member happened to see (a repeat's unsigned fields may differ).
 		if err := a.Verify(m.p.Consortium); err != nil {
 			return err
+		}
+	}
+	return m.checkHaves(e)
+}
+
+// checkHaves is the part of validity that does not trust the proposer: every
+// inclusion must come with signed Haves of its blob from a majority of
+// voters, so at least one voter that is not the proposer vouches that the
+// blob exists and can be fetched (a proposer can no longer commit an update
+// nobody serves and leave every member waiting for it).
+func (m *Machine) checkHaves(e *Entry) error {
+	if len(e.Haves) > len(e.Included)*len(m.p.Voters) {
+		return fmt.Errorf("%d Haves for %d inclusions and %d voters", len(e.Haves), len(e.Included), len(m.p.Voters))
+	}
+	held := map[Digest]map[string]bool{}
+	for _, h := range e.Haves {
+		if h == nil || h.Kind != KindHave || h.Round != e.Round {
+			return errors.New("a Have that is not a Have of the round")
+		}
+		if _, voter := m.voters[RaftID(h.Author)]; !voter {
+			return fmt.Errorf("a Have of %s, not a voter", h.Author.Short())
+		}
+		if err := h.Verify(m.p.Consortium); err != nil {
+			return err
+		}
+		if held[h.Digest] == nil {
+			held[h.Digest] = map[string]bool{}
+		}
+		held[h.Digest][string(h.Author)] = true
+	}
+	for _, a := range e.Included {
+		if n := len(held[a.Digest]); n < m.p.Majority() {
+			return fmt.Errorf("the update of %s has Haves of %d voters, a majority is %d", a.Author.Short(), n, m.p.Majority())
 		}
 	}
 	return nil

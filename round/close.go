@@ -102,7 +102,7 @@ func (m *Machine) Aggregated(t *AggregateTask, result Digest, err error) {
 		return
 	}
 	e := &Entry{Kind: EntryCommit, Round: t.Round, Base: t.Base, Prev: m.st.Chain, Included: t.Included,
-		Aggregator: m.p.Aggregator, Result: result}
+		Haves: m.inclusionHaves(t.Included), Aggregator: m.p.Aggregator, Result: result}
 	m.propose(e)
 }
 
@@ -117,23 +117,40 @@ func (m *Machine) propose(e *Entry) {
 // includable returns the current round's announcements the leader may include:
 // it holds the blob and at least floor((voters-1)/2) other voters said Have.
 func (m *Machine) includable() []*Message {
-	need := (len(m.p.Voters) - 1) / 2
 	var out []*Message
 	for _, a := range m.cur.anns {
 		if !m.cur.have[a.Digest] {
 			continue
 		}
-		others := 0
-		for h := range m.cur.haves[a.Digest] {
-			if _, voter := m.voters[RaftID(identity.PeerID(h))]; voter && h != string(m.self.ID) {
-				others++
+		voters := 0
+		for h := range m.cur.haveMsgs[a.Digest] {
+			if _, voter := m.voters[RaftID(identity.PeerID(h))]; voter {
+				voters++
 			}
 		}
-		if others >= need {
+		if voters >= m.p.Majority() {
 			out = append(out, a)
 		}
 	}
 	sortAnnouncements(out)
+	return out
+}
+
+// inclusionHaves are the signed Haves of voters for the included updates,
+// by digest then author: the proof, carried in the Commit, that a majority
+// of voters hold every included blob, so every member can fetch it.
+func (m *Machine) inclusionHaves(inc []*Message) []*Message {
+	var out []*Message
+	for _, a := range inc {
+		var hs []*Message
+		for author, h := range m.cur.haveMsgs[a.Digest] {
+			if _, voter := m.voters[RaftID(identity.PeerID(author))]; voter {
+				hs = append(hs, h)
+			}
+		}
+		slices.SortFunc(hs, func(x, y *Message) int { return identity.Compare(x.Author, y.Author) })
+		out = append(out, hs...)
+	}
 	return out
 }
 

@@ -27,6 +27,7 @@ type Entry struct {
 	Base       Digest     `json:"base"`                 // G(r-1)
 	Prev       Digest     `json:"prev"`                 // chain hash of the previous outcome
 	Included   []*Message `json:"included,omitempty"`   // commit: the announcements, verbatim, by peer ID
+	Haves      []*Message `json:"haves,omitempty"`      // commit: voters' signed Haves of each inclusion, by digest then author
 	Aggregator string     `json:"aggregator,omitempty"` // commit: the strategy configuration's name
 	Result     Digest     `json:"result"`               // G(r)
 	Reason     string     `json:"reason,omitempty"`     // abandon: why

@@ -102,10 +102,7 @@ func (m *Machine) step(msg *Message) error {
 		m.gate.Serve(msg.Digest)
 		m.want(msg.Digest, msg.Author)
 	case KindHave:
-		if m.cur.haves[msg.Digest] == nil {
-			m.cur.haves[msg.Digest] = map[string]bool{}
-		}
-		m.cur.haves[msg.Digest][author] = true
+		m.recordHave(msg)
 	case KindDecline:
 		if !contains(m.Sample(msg.Round), msg.Author) {
 			return fmt.Errorf("%w: %s declined round %d", ErrNotSampled, msg.Author.Short(), msg.Round)
@@ -114,6 +111,18 @@ func (m *Machine) step(msg *Message) error {
 	}
 	m.maybeClose()
 	return nil
+}
+
+// recordHave notes a signed Have of the current round (a voter's, or this
+// member's own).
+func (m *Machine) recordHave(h *Message) {
+	author := string(h.Author)
+	if m.cur.haves[h.Digest] == nil {
+		m.cur.haves[h.Digest] = map[string]bool{}
+		m.cur.haveMsgs[h.Digest] = map[string]*Message{}
+	}
+	m.cur.haves[h.Digest][author] = true
+	m.cur.haveMsgs[h.Digest][author] = h
 }
 
 // seen reports whether msg repeats, signature included, a message already
@@ -171,10 +180,7 @@ func (m *Machine) BlobStored(d Digest) {
 			h := &Message{Kind: KindHave, Round: m.cur.round, Digest: d}
 			m.gossip(h)
 			m.cur.myHaves = append(m.cur.myHaves, h)
-			if m.cur.haves[d] == nil {
-				m.cur.haves[d] = map[string]bool{}
-			}
-			m.cur.haves[d][string(m.self.ID)] = true
+			m.recordHave(h)
 			break
 		}
 	}
@@ -211,6 +217,11 @@ func (m *Machine) FetchFailed(d Digest) {
 	delete(m.cur.fetching, d)
 	if w, ok := m.wanted[d]; ok {
 		w.inflight = false // fetched again on the next tick
+		if w.fails++; w.fails == max(m.p.DeadlineTicks, 1) {
+			// A committed entry names it with a majority of voters' Haves,
+			// so a holder exists: say so, and keep asking every member.
+			m.alarm("blob %s needed by round %d not fetched after %d attempts from any member", d.String()[:12], m.cur.round, w.fails)
+		}
 	}
 }
 

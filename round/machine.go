@@ -59,6 +59,7 @@ type roundState struct {
 	sample      []identity.PeerID // sample(round) over the membership at the round's start
 	declined    bool
 	bad         map[string]string // authors whose update blob failed CheckUpdate, with why
+	haveMsgs    map[Digest]map[string]*Message // voters' signed Haves (own included), carried in a Commit
 }
 
 // Machine is one member's round state machine around an etcd raft RawNode.
@@ -121,6 +122,7 @@ type Counters struct {
 type want struct {
 	from     identity.PeerID // a member likely to hold it, nil for any
 	inflight bool
+	fails    int // fetches that failed; an alarm after a deadline's worth
 }
 
 // New builds a Machine. A fresh member (no HardState, Snapshot or Entries)
@@ -364,7 +366,7 @@ func (m *Machine) startRound() {
 	r := m.st.Round + 1
 	m.cur = roundState{round: r, anns: map[string]*Message{}, haves: map[Digest]map[string]bool{},
 		declines: map[string]bool{}, fetching: map[Digest]bool{}, have: map[Digest]bool{}, proposed: -1,
-		bad: map[string]string{}}
+		bad: map[string]string{}, haveMsgs: map[Digest]map[string]*Message{}}
 	m.roundMembers = slices.Clone(m.members)
 	m.cur.sample = m.Sample(r)
 	m.idleTicks, m.stalls = 0, 0

@@ -107,3 +107,6 @@ func contains(ids []identity.PeerID, id identity.PeerID) bool {
 	_, ok := slices.BinarySearchFunc(ids, id, identity.Compare)
 	return ok
 }
+
+// Majority is the size of a majority of the voters.
+func (p *Params) Majority() int { return len(p.Voters)/2 + 1 }

@@ -115,3 +115,32 @@ func TestRaftPanicHalts(t *testing.T) {
 	require.NotEmpty(t, rd.Alarms)
 	m.Advance(rd)
 }
+
+// TestCommitNeedsMajorityHaves: a Commit whose inclusion lacks signed Haves
+// from a majority of voters is invalid (a proposer used to commit its own
+// announcement of a blob it never served, and every member waited for it
+// forever); with a majority's Haves it is valid.
+func TestCommitNeedsMajorityHaves(t *testing.T) {
+	m, ids := boundaryMachine(t)
+	cid := m.Params().Consortium
+	ann := &Message{Kind: KindAnnounce, Round: 1, Base: m.State().Model, Digest: Digest{5}, Length: 40, Examples: 10}
+	ann.Sign(cid, ids[1])
+	have := func(i int) *Message {
+		h := &Message{Kind: KindHave, Round: 1, Digest: Digest{5}}
+		h.Sign(cid, ids[i])
+		return h
+	}
+	e := &Entry{Kind: EntryCommit, Round: 1, Base: m.State().Model, Prev: m.State().Chain, Included: []*Message{ann},
+		Aggregator: m.Params().Aggregator, Result: Digest{6}}
+	require.ErrorContains(t, m.validate(e), "Haves of 0 voters, a majority is 2")
+	e.Haves = []*Message{have(1)}
+	require.ErrorContains(t, m.validate(e), "Haves of 1 voters")
+	e.Haves = []*Message{have(1), have(3)} // ids[3] is a learner
+	require.ErrorContains(t, m.validate(e), "not a voter")
+	forged := have(2)
+	forged.Author = ids[0].ID
+	e.Haves = []*Message{have(1), forged}
+	require.ErrorIs(t, m.validate(e), ErrBadSignature)
+	e.Haves = []*Message{have(1), have(2)}
+	require.NoError(t, m.validate(e))
+}
