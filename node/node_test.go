@@ -17,6 +17,7 @@ import (
 	"github.com/globalbrain/globalbrain/member/membertest"
 	"github.com/globalbrain/globalbrain/node"
 	"github.com/globalbrain/globalbrain/round"
+	"github.com/globalbrain/globalbrain/store"
 	"github.com/globalbrain/globalbrain/train/local"
 	"github.com/globalbrain/globalbrain/wire"
 )
@@ -275,4 +276,24 @@ func mustGenesis(t *testing.T, c *membertest.Cluster) *fedavg.Global {
 	g, err := local.Genesis(local.Spec(c.Manifest), c.Manifest.Model.InitSeed)
 	require.NoError(t, err)
 	return g
+}
+
+// TestRestartWithoutTheAppliedModel: a member killed after persisting an
+// applied (or installed) state and before storing its model blob starts
+// anyway and fetches the model through the machine's tasks (New used to
+// fetch it itself, and failed when no member was reachable yet).
+func TestRestartWithoutTheAppliedModel(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 5})
+	c.RunUntil(t, func() bool { return c.AllApplied(2) })
+	c.Stop(1)
+	db, err := store.Open(c.Dirs[1], store.Options{NoSync: true})
+	require.NoError(t, err)
+	last, err := db.LastApplied()
+	require.NoError(t, err)
+	require.NoError(t, db.DeleteBlob(last.Model))
+	require.NoError(t, db.Close())
+	c.Start(t, 1)
+	c.RunUntil(t, func() bool { return c.AllApplied(5) })
+	require.Equal(t, c.Node(0).Status().Model, c.Node(1).Status().Model)
+	require.True(t, c.Store(1).HasBlob(last.Model), "the missing model was fetched")
 }

@@ -177,12 +177,19 @@ func New(c Config) (*Machine, error) {
 				return nil, err
 			}
 			m.cs = c.Snapshot.GetMetadata().GetConfState()
-			if s, err := DecodeSnapshot(c.Snapshot.GetData()); err == nil && s.State.Round > m.st.Round {
-				m.st = s.State // installed, but the member stopped before persisting its applied state
-			}
 			if s, err := DecodeSnapshot(c.Snapshot.GetData()); err == nil {
-				m.snapRound = s.State.Round
-				m.members = s.Members
+				// Adopted only if it checks against a majority of voters'
+				// signed attestations, like a snapshot raft hands over.
+				if verr := m.verifySnapshot(s); verr != nil {
+					m.halted = fmt.Sprintf("persisted snapshot of round %d: %v", s.State.Round, verr)
+					m.alarm("halted: %s", m.halted)
+				} else {
+					if s.State.Round > m.st.Round {
+						m.st = s.State // installed, but the member stopped before persisting its applied state
+					}
+					m.snapRound = s.State.Round
+					m.members = s.Members
+				}
 			}
 		}
 		if c.HardState != nil {

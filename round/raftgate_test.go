@@ -144,3 +144,22 @@ func TestCommitNeedsMajorityHaves(t *testing.T) {
 	e.Haves = []*Message{have(1), have(2)}
 	require.NoError(t, m.validate(e))
 }
+
+// TestRestartRefusesUnattestedSnapshot: a persisted snapshot that does not
+// check against a majority of voters' attestations is not adopted on
+// restart (a member used to come back at the attacker's round 999 and
+// serve its model); the member halts and says why.
+func TestRestartRefusesUnattestedSnapshot(t *testing.T) {
+	m, ids := boundaryMachine(t)
+	s := &Snapshot{State: State{Index: 50, Round: 999, Model: Digest{9}}, Members: m.Members()}
+	data, err := json.Marshal(s)
+	require.NoError(t, err)
+	snap := &pb.Snapshot{Data: data, Metadata: &pb.SnapshotMetadata{Index: proto.Uint64(50), Term: proto.Uint64(2),
+		ConfState: &pb.ConfState{Voters: []uint64{RaftID(ids[0].ID), RaftID(ids[1].ID), RaftID(ids[2].ID)}, Learners: []uint64{RaftID(ids[3].ID)}}}}
+	r, err := New(Config{Params: m.Params(), Self: ids[0], Genesis: Digest{1}, Snapshot: snap,
+		HardState: &pb.HardState{Term: proto.Uint64(2), Commit: proto.Uint64(50)}})
+	require.NoError(t, err)
+	require.Contains(t, r.Halted(), "persisted snapshot of round 999")
+	require.Equal(t, uint64(0), r.State().Round)
+	require.False(t, r.Gate().Servable([32]byte{9}), "the attacker's model is not served")
+}

@@ -59,12 +59,17 @@ type Cluster struct {
 	IDs      []identity.Identity
 	Manifest *manifest.Manifest
 	Members  []*member.Member
+	Dirs     []string // each member's store directory
+
+	o       Options
+	genesis int
+	stops   []func()
 }
 
 // MakeCluster starts the cluster; the test's cleanup stops it.
 func MakeCluster(t testing.TB, o Options) *Cluster {
 	t.Helper()
-	c := &Cluster{Net: node.NewMemNet(1)}
+	c := &Cluster{Net: node.NewMemNet(1), o: o}
 	var pids []identity.PeerID
 	for i := range o.Members {
 		c.IDs = append(c.IDs, identity.Derive(42, i))
@@ -80,28 +85,50 @@ func MakeCluster(t testing.TB, o Options) *Cluster {
 	if err := c.Manifest.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	genesis := len(c.IDs)
+	c.genesis = len(c.IDs)
 	c.IDs = append(c.IDs, o.Joiners...)
-	for i, id := range c.IDs {
-		var tr node.Trainer = FixedTrainer{Scale: float32(i + 1)}
-		if o.Trainers[i] != nil {
-			tr = o.Trainers[i]
-		}
-		m, err := member.Open(ctx, member.Options{
-			Identity: id, Manifest: c.Manifest, StoreDir: t.TempDir(), Store: store.Options{NoSync: true},
-			MemNet: c.Net, Trainer: tr, Joining: i >= genesis,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Members = append(c.Members, m)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = m.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+	c.Members = make([]*member.Member, len(c.IDs))
+	c.stops = make([]func(), len(c.IDs))
+	for i := range c.IDs {
+		c.Dirs = append(c.Dirs, t.TempDir())
+		c.Start(t, i)
 	}
+	t.Cleanup(func() {
+		for i := range c.IDs {
+			c.Stop(i)
+		}
+	})
 	return c
+}
+
+// Start starts member i from its store directory (again, after Stop).
+func (c *Cluster) Start(t testing.TB, i int) {
+	t.Helper()
+	var tr node.Trainer = FixedTrainer{Scale: float32(i + 1)}
+	if c.o.Trainers[i] != nil {
+		tr = c.o.Trainers[i]
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m, err := member.Open(ctx, member.Options{
+		Identity: c.IDs[i], Manifest: c.Manifest, StoreDir: c.Dirs[i], Store: store.Options{NoSync: true},
+		MemNet: c.Net, Trainer: tr, Joining: i >= c.genesis,
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	c.Members[i] = m
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	c.stops[i] = func() { cancel(); <-done }
+}
+
+// Stop stops member i (its store is closed and kept); idempotent.
+func (c *Cluster) Stop(i int) {
+	if stop := c.stops[i]; stop != nil {
+		c.stops[i] = nil
+		stop()
+	}
 }
 
 // Node returns member i's node.
