@@ -48,6 +48,8 @@ type Store interface {
 	Blob(d fedavg.Digest) ([]byte, error)
 	HasBlob(d fedavg.Digest) bool
 	DeleteBlob(d fedavg.Digest) error
+	// Blobs lists the stored blobs (at start: what a previous run left).
+	Blobs() ([]fedavg.Digest, error)
 	SaveRaft(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error
 	LoadRaft() (*pb.HardState, *pb.Snapshot, []*pb.Entry, error)
 	// Apply persists an applied outcome; one at or below the last applied
@@ -209,6 +211,18 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.setRaftPeers(p.Members)
 	n.setRaftPeers(m.Members())
+	// Blobs a previous run stored are collected like this run's once the
+	// window passes (raw updates must not stay on disk for ever); the
+	// genesis model is kept.
+	held, err := cfg.Store.Blobs()
+	if err != nil {
+		return nil, fmt.Errorf("node: list blobs: %w", err)
+	}
+	for _, d := range held {
+		if d != g0.Digest() {
+			n.blobRound[d] = m.State().Round
+		}
+	}
 	if d := m.State().Model; !cfg.Store.HasBlob(d) {
 		// Killed after adopting a snapshot and before storing its model:
 		// the machine fetches it before anything needs it.

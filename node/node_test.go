@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -296,4 +297,37 @@ func TestRestartWithoutTheAppliedModel(t *testing.T) {
 	c.RunUntil(t, func() bool { return c.AllApplied(5) })
 	require.Equal(t, c.Node(0).Status().Model, c.Node(1).Status().Model)
 	require.True(t, c.Store(1).HasBlob(last.Model), "the missing model was fetched")
+}
+
+// TestBlobsCollectedAcrossRestart: blobs stored before a restart are
+// collected once they leave the window, like those of the current run
+// (they used to stay on disk for ever, raw updates included).
+func TestBlobsCollectedAcrossRestart(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 10, Retain: 1})
+	c.RunUntil(t, func() bool { return c.AllApplied(4) })
+	c.Stop(0)
+	c.Start(t, 0)
+	c.RunUntil(t, func() bool { return c.AllApplied(10) })
+	blobs, err := c.Store(0).Blobs()
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(blobs), 4*4+1, "blobs from before the restart were not collected")
+}
+
+// TestInvalidReportsAreBounded: a member flooding signed Invalid reports
+// with long reasons raises one alarm per round with bounded text; every
+// report is counted.
+func TestInvalidReportsAreBounded(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 2})
+	c.RunUntil(t, func() bool { return c.AllApplied(1) })
+	before := len(c.Node(0).Status().Alarms)
+	long := strings.Repeat("x", 10000)
+	for i := range 500 {
+		msg := &round.Message{Kind: round.KindInvalid, Round: 1, Index: uint64(i + 1), Reason: long}
+		msg.Sign(c.Node(0).Consortium(), c.IDs[2])
+		c.Net.Inject(c.IDs[0].ID, wire.Inbound{Kind: wire.Gossip, From: c.IDs[2].ID, Msg: msg})
+	}
+	c.RunUntil(t, func() bool { return c.Node(0).Status().Counters.InvalidReports >= 500 })
+	st := c.Node(0).Status()
+	require.Equal(t, before+1, len(st.Alarms), "one alarm for the flood")
+	require.Less(t, len(st.Alarms[len(st.Alarms)-1]), 400, "the attacker's text is clipped")
 }

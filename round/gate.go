@@ -21,7 +21,7 @@ type Gate struct {
 	consortium [32]byte
 	members    atomic.Pointer[[]identity.PeerID] // sorted
 	applied    atomic.Uint64
-	servable   sync.Map // Digest -> struct{}
+	servable   sync.Map // Digest -> uint64: the round it became servable in; pinnedRound for ever
 }
 
 // NewGate returns a gate for a consortium whose membership is members.
@@ -120,9 +120,35 @@ func Verdict(err error) (wire.Verdict, string) {
 	return wire.Reject, wire.ReasonMalformed
 }
 
+// pinnedRound marks a digest that is never pruned (the genesis model).
+const pinnedRound = ^uint64(0)
+
 // Serve records that blob d may be served to members (it is named in a
-// valid announcement or entry, or is this member's own).
-func (g *Gate) Serve(d Digest) { g.servable.Store(d, struct{}{}) }
+// valid announcement or entry, or is this member's own), from the next
+// round on.
+func (g *Gate) Serve(d Digest) { g.serveAt(d, g.Applied()+1) }
+
+// serveAt records d as servable since round r (kept at its latest round).
+func (g *Gate) serveAt(d Digest, r uint64) {
+	if old, ok := g.servable.Load(d); ok && old.(uint64) >= r {
+		return
+	}
+	g.servable.Store(d, r)
+}
+
+// pin makes d servable for ever.
+func (g *Gate) pin(d Digest) { g.servable.Store(d, pinnedRound) }
+
+// prune withdraws the digests that became servable before round r: the set
+// stays bounded by the rounds members may still fetch from.
+func (g *Gate) prune(r uint64) {
+	g.servable.Range(func(k, v any) bool {
+		if v.(uint64) < r {
+			g.servable.Delete(k)
+		}
+		return true
+	})
+}
 
 // Unserve withdraws d (the blob was deleted).
 func (g *Gate) Unserve(d Digest) { g.servable.Delete(d) }

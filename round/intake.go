@@ -77,7 +77,13 @@ func (m *Machine) step(msg *Message) error {
 		}
 		return nil
 	case KindInvalid:
-		m.alarm("member %s skipped entry %d of round %d: %s", msg.Author.Short(), msg.Index, msg.Round, msg.Reason)
+		// The reason is the author's text: bounded, and one alarm per
+		// (member, round) however many it sends; every report is counted.
+		m.Counters.InvalidReports++
+		if m.invalidSeen[author] != msg.Round {
+			m.invalidSeen[author] = msg.Round
+			m.alarm("member %s skipped entry %d of round %d: %s", msg.Author.Short(), msg.Index, msg.Round, clip(msg.Reason, 200))
+		}
 		return nil
 	}
 	if msg.Round != m.cur.round {

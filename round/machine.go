@@ -58,7 +58,7 @@ type roundState struct {
 	myHaves     []*Message        // own Haves, re-gossiped with it
 	sample      []identity.PeerID // sample(round) over the membership at the round's start
 	declined    bool
-	bad         map[string]string // authors whose update blob failed CheckUpdate, with why
+	bad         map[string]string              // authors whose update blob failed CheckUpdate, with why
 	haveMsgs    map[Digest]map[string]*Message // voters' signed Haves (own included), carried in a Commit
 }
 
@@ -93,6 +93,7 @@ type Machine struct {
 	out          Ready
 	Counters     Counters
 
+	invalidSeen map[string]uint64 // round of the last Invalid report alarmed, by author (bounded by the membership)
 	gate        *Gate
 	gateMembers []identity.PeerID // the membership last handed to the gate
 	// wanted are blobs a waiting task needs (an apply, an aggregation, an
@@ -113,6 +114,8 @@ type Counters struct {
 	// ForcedCampaigns counts elections this member forced against an idle
 	// leader.
 	ForcedCampaigns uint64
+	// InvalidReports counts other members' signed Invalid reports.
+	InvalidReports uint64
 	// RaftRefused counts Raft messages refused at the boundary, by reason
 	// (raftgate.go).
 	RaftRefused map[string]uint64 `json:"raft_refused,omitempty"`
@@ -151,6 +154,7 @@ func New(c Config) (*Machine, error) {
 		m.gate = NewGate(p.Consortium, p.Members)
 	}
 	m.wanted = map[Digest]*want{}
+	m.invalidSeen = map[string]uint64{}
 	if c.HardState == nil && c.Snapshot == nil && len(c.Entries) == 0 {
 		if m.st != (State{}) {
 			return nil, errors.New("round: applied state without a raft log")
@@ -225,7 +229,7 @@ func New(c Config) (*Machine, error) {
 	}
 	m.rn = rn
 	m.startRound()
-	m.gate.Serve(c.Genesis)
+	m.gate.pin(c.Genesis)
 	m.gate.Serve(m.st.Model)
 	m.syncGate()
 	return m, nil
@@ -377,6 +381,9 @@ func (m *Machine) startRound() {
 	m.roundMembers = slices.Clone(m.members)
 	m.cur.sample = m.Sample(r)
 	m.idleTicks, m.stalls = 0, 0
+	if keep := uint64(2*max(m.p.RetainRounds, 1) + 1); r > keep {
+		m.gate.prune(r - keep)
+	}
 	for old := range m.attests {
 		if old+uint64(2*m.p.RetainRounds+16) < r {
 			delete(m.attests, old)

@@ -162,6 +162,16 @@ func (m *Machine) nextApply() *ApplyTask {
 		}
 		if ent.GetIndex() <= m.st.Index && ent.GetType() == pb.EntryNormal && len(ent.GetData()) > 0 {
 			// Replaying an entry at or below the applied outcome: decided.
+			// The blobs it names may be served again (a restarted member
+			// serves what it still holds to members catching up).
+			if e, err := DecodeEntry(ent.GetData()); err == nil {
+				for _, a := range e.Included {
+					if a != nil {
+						m.gate.serveAt(a.Digest, e.Round)
+					}
+				}
+				m.gate.serveAt(e.Result, e.Round)
+			}
 			m.roundMembers = slices.Clone(m.members)
 			m.cur.sample = nil
 			m.cur.sample = m.Sample(m.cur.round)
