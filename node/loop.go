@@ -135,6 +135,15 @@ func (n *Node) ready(ctx context.Context) error {
 		if err := n.crash(CrashAfterPublish); err != nil {
 			return err
 		}
+		for _, e := range rd.Evidence {
+			// Persisted with both signed messages before anything else
+			// happens: proof anyone can check (round.Evidence.Verify).
+			if err := n.cfg.Store.Put(evidenceBucket, e.Key(), e.Encode()); err != nil {
+				return fmt.Errorf("node: persist evidence: %w", err)
+			}
+			n.noteEvidence(e)
+			n.log.Warn("equivocation evidence kept", "round", e.Round, "author", e.Author.String())
+		}
 		if rd.Members != nil {
 			n.setRaftPeers(rd.Members)
 			n.log.Info("membership changed", "members", len(rd.Members))

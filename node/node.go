@@ -50,6 +50,9 @@ type Store interface {
 	DeleteBlob(d fedavg.Digest) error
 	// Blobs lists the stored blobs (at start: what a previous run left).
 	Blobs() ([]fedavg.Digest, error)
+	// Put and List keep small records by bucket (evidence).
+	Put(bucket, key string, value []byte) error
+	List(bucket string) ([][]byte, error)
 	SaveRaft(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error
 	LoadRaft() (*pb.HardState, *pb.Snapshot, []*pb.Entry, error)
 	// Apply persists an applied outcome; one at or below the last applied
@@ -116,6 +119,7 @@ const (
 	tickBuffer    = 128 // ticks not yet handled; more are dropped and counted
 	resultBuffer  = 64  // task results; tasks wait for room
 	maxAlarms     = 64  // alarms kept for /status
+	maxEvidence   = 16  // evidence summaries kept for /status (all of it is in the store)
 	fetchParallel = 8   // fetches in flight
 )
 
@@ -142,6 +146,7 @@ type Node struct {
 	blobRound map[fedavg.Digest]uint64   // round in which this run stored each blob, for collection
 	raftPeer  map[uint64]identity.PeerID // Raft node ID -> member
 	alarms    []string
+	evidence  []EvidenceSummary // the latest, for status
 
 	ticksLost atomic.Uint64
 	board     *Board
@@ -221,6 +226,15 @@ func New(cfg Config) (*Node, error) {
 	for _, d := range held {
 		if d != g0.Digest() {
 			n.blobRound[d] = m.State().Round
+		}
+	}
+	kept, err := cfg.Store.List(evidenceBucket)
+	if err != nil {
+		return nil, fmt.Errorf("node: evidence: %w", err)
+	}
+	for _, b := range kept {
+		if e, err := round.DecodeEvidence(b); err == nil {
+			n.noteEvidence(e)
 		}
 	}
 	if d := m.State().Model; !cfg.Store.HasBlob(d) {

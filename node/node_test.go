@@ -331,3 +331,35 @@ func TestInvalidReportsAreBounded(t *testing.T) {
 	require.Equal(t, before+1, len(st.Alarms), "one alarm for the flood")
 	require.Less(t, len(st.Alarms[len(st.Alarms)-1]), 400, "the attacker's text is clipped")
 }
+
+// TestEquivocationKeptAsEvidence: a member announcing two different updates
+// for one round is caught; the evidence (both signed messages) is
+// persisted, checks for anyone, is shown by status and survives a restart.
+func TestEquivocationKeptAsEvidence(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 4, Rounds: 6,
+		Trainers: map[int]node.Trainer{3: membertest.Silent{}}})
+	c.RunUntil(t, func() bool { return c.Node(0).Status().Applied >= 1 })
+	st := c.Node(0).Status()
+	cid := c.Node(0).Consortium()
+	var anns []*round.Message
+	for i := range 2 {
+		a := &round.Message{Kind: round.KindAnnounce, Round: st.Applied + 1, Base: digest(t, st.Model), Digest: round.Digest{byte(i + 1)},
+			Length: int64(4 * len(mustGenesis(t, c).Weights)), Examples: 10}
+		a.Sign(cid, c.IDs[3])
+		anns = append(anns, a)
+		c.Net.Inject(c.IDs[0].ID, wire.Inbound{Kind: wire.Gossip, From: c.IDs[3].ID, Msg: a})
+	}
+	c.RunUntil(t, func() bool { return c.Node(0).Status().Counters.Equivocations == 1 })
+	require.Len(t, c.Node(0).Status().Evidence, 1)
+	kept, err := c.Store(0).List("evidence")
+	require.NoError(t, err)
+	require.Len(t, kept, 1)
+	e, err := round.DecodeEvidence(kept[0])
+	require.NoError(t, err)
+	require.NoError(t, e.Verify(cid), "the evidence proves the equivocation to anyone")
+	c.Stop(0)
+	c.Start(t, 0)
+	ev := c.Node(0).Status().Evidence
+	require.Len(t, ev, 1, "evidence shown after a restart")
+	require.Equal(t, c.IDs[3].ID.String(), ev[0].Author)
+}

@@ -22,6 +22,88 @@ type Gate struct {
 	members    atomic.Pointer[[]identity.PeerID] // sorted
 	applied    atomic.Uint64
 	servable   sync.Map // Digest -> uint64: the round it became servable in; pinnedRound for ever
+	view       atomic.Pointer[roundView]
+
+	mu       sync.Mutex
+	first    map[string]*Message // the current round's first announcement by author
+	evidence []*Evidence         // equivocations seen, for the Machine to take
+}
+
+// roundView is what the gate knows of the round in progress, set by the
+// Machine: who is sampled, the base everyone trains from, the update size
+// and the example cap.
+type roundView struct {
+	round       uint64
+	base        Digest
+	sampled     map[string]bool
+	updateBytes int64
+	maxExamples int64
+}
+
+// setRound hands the gate the round in progress.
+func (g *Gate) setRound(v *roundView) {
+	if old := g.view.Load(); old != nil && old.round == v.round && old.base == v.base {
+		return
+	}
+	g.view.Store(v)
+	g.mu.Lock()
+	g.first = map[string]*Message{}
+	g.mu.Unlock()
+}
+
+// TakeEvidence returns and forgets the equivocations the gate saw.
+func (g *Gate) takeEvidence() []*Evidence {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := g.evidence
+	g.evidence = nil
+	return out
+}
+
+// checkRound rejects what cannot be valid in the round in progress, so
+// peer scoring sees it: an announcement from a member not sampled, from
+// another base, of the wrong size or example count, or a second, different
+// announcement from the same member (kept as evidence); a Decline from a
+// member not sampled.
+func (g *Gate) checkRound(msg *Message) (wire.Verdict, string) {
+	v := g.view.Load()
+	if v == nil || msg.Round != v.round {
+		return wire.Accept, ""
+	}
+	author := string(msg.Author)
+	switch msg.Kind {
+	case KindDecline:
+		if !v.sampled[author] {
+			return wire.Reject, wire.ReasonNotSampled
+		}
+	case KindAnnounce:
+		switch {
+		case !v.sampled[author]:
+			return wire.Reject, wire.ReasonNotSampled
+		case msg.Base != v.base:
+			return wire.Reject, wire.ReasonWrongBase
+		case msg.Length != v.updateBytes || (v.maxExamples > 0 && msg.Examples > v.maxExamples):
+			return wire.Reject, wire.ReasonBadUpdate
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		prev, ok := g.first[author]
+		if !ok {
+			if g.first == nil {
+				g.first = map[string]*Message{}
+			}
+			g.first[author] = msg
+			return wire.Accept, ""
+		}
+		if sameAnnouncement(prev, msg) {
+			return wire.Accept, ""
+		}
+		if len(g.evidence) < maxPendingEvidence {
+			g.evidence = append(g.evidence, &Evidence{Round: msg.Round, Author: msg.Author, First: prev, Second: msg})
+		}
+		return wire.Reject, wire.ReasonEquivocation
+	}
+	return wire.Accept, ""
 }
 
 // NewGate returns a gate for a consortium whose membership is members.
@@ -100,6 +182,9 @@ func (g *Gate) check(msg *Message, author identity.PeerID) (*Message, wire.Verdi
 	}
 	if err := msg.Verify(g.consortium); err != nil {
 		return msg, wire.Reject, wire.ReasonBadSignature
+	}
+	if v, reason := g.checkRound(msg); v != wire.Accept {
+		return msg, v, reason
 	}
 	msg.verified = true
 	return msg, wire.Accept, ""

@@ -101,7 +101,7 @@ func (m *Machine) step(msg *Message) error {
 				}
 				return nil
 			}
-			m.alarm("equivocation: %s announced two updates for round %d (%s, %s)", msg.Author.Short(), msg.Round, prev.Digest.String()[:12], msg.Digest.String()[:12])
+			m.keepEvidence(&Evidence{Round: msg.Round, Author: msg.Author, First: prev, Second: msg})
 			return fmt.Errorf("%w: %s round %d", ErrEquivocated, msg.Author.Short(), msg.Round)
 		}
 		m.cur.anns[author] = msg

@@ -93,9 +93,10 @@ type Machine struct {
 	out          Ready
 	Counters     Counters
 
-	invalidSeen map[string]uint64 // round of the last Invalid report alarmed, by author (bounded by the membership)
-	gate        *Gate
-	gateMembers []identity.PeerID // the membership last handed to the gate
+	invalidSeen  map[string]uint64 // round of the last Invalid report alarmed, by author (bounded by the membership)
+	evidenceSeen map[string]bool   // Evidence.Key of the equivocations handed out (recent rounds)
+	gate         *Gate
+	gateMembers  []identity.PeerID // the membership last handed to the gate
 	// wanted are blobs a waiting task needs (an apply, an aggregation, an
 	// installed snapshot's model): fetched, and fetched again on a tick
 	// after a failure, until stored; then the tasks are handed out again.
@@ -116,6 +117,9 @@ type Counters struct {
 	ForcedCampaigns uint64
 	// InvalidReports counts other members' signed Invalid reports.
 	InvalidReports uint64
+	// Equivocations counts members caught announcing two updates for one
+	// round (each kept as Evidence).
+	Equivocations uint64
 	// RaftRefused counts Raft messages refused at the boundary, by reason
 	// (raftgate.go).
 	RaftRefused map[string]uint64 `json:"raft_refused,omitempty"`
@@ -155,6 +159,7 @@ func New(c Config) (*Machine, error) {
 	}
 	m.wanted = map[Digest]*want{}
 	m.invalidSeen = map[string]uint64{}
+	m.evidenceSeen = map[string]bool{}
 	if c.HardState == nil && c.Snapshot == nil && len(c.Entries) == 0 {
 		if m.st != (State{}) {
 			return nil, errors.New("round: applied state without a raft log")
@@ -242,6 +247,17 @@ func (m *Machine) Gate() *Gate { return m.gate }
 // a membership change in the Ready.
 func (m *Machine) syncGate() {
 	m.gate.applied.Store(m.st.Round)
+	if v := m.gate.view.Load(); v == nil || v.round != m.cur.round || v.base != m.st.Model {
+		sampled := map[string]bool{}
+		for _, id := range m.Sample(m.cur.round) {
+			sampled[string(id)] = true
+		}
+		m.gate.setRound(&roundView{round: m.cur.round, base: m.st.Model, sampled: sampled,
+			updateBytes: m.p.UpdateBytes, maxExamples: m.p.MaxExamples})
+	}
+	for _, e := range m.gate.takeEvidence() {
+		m.keepEvidence(e)
+	}
 	if !slices.EqualFunc(m.gateMembers, m.members, func(a, b identity.PeerID) bool { return identity.Compare(a, b) == 0 }) {
 		m.gateMembers = slices.Clone(m.members)
 		m.gate.setMembers(m.gateMembers)
@@ -383,6 +399,9 @@ func (m *Machine) startRound() {
 	m.idleTicks, m.stalls = 0, 0
 	if keep := uint64(2*max(m.p.RetainRounds, 1) + 1); r > keep {
 		m.gate.prune(r - keep)
+	}
+	if len(m.evidenceSeen) > 0 {
+		m.evidenceSeen = map[string]bool{} // past rounds' announcements are out of the window
 	}
 	for old := range m.attests {
 		if old+uint64(2*m.p.RetainRounds+16) < r {

@@ -72,8 +72,10 @@ type Ready struct {
 	// Members is set when the applied membership changed (and in the
 	// first Ready): the transport's allow-list becomes it.
 	Members []identity.PeerID
-	Alarms  []string
-	raft    *raft.Ready
+	// Evidence are equivocations to persist (both signed messages).
+	Evidence []*Evidence
+	Alarms   []string
+	raft     *raft.Ready
 }
 
 // Empty reports whether there is nothing to do.
@@ -81,7 +83,7 @@ func (rd *Ready) Empty() bool {
 	return rd.HardState == nil && len(rd.Entries) == 0 && rd.Snapshot == nil && len(rd.Messages) == 0 &&
 		len(rd.Gossip) == 0 && rd.Train == nil && len(rd.Fetch) == 0 && rd.Aggregate == nil && rd.Apply == nil &&
 		len(rd.Alarms) == 0 && rd.raft == nil && rd.Install == nil && rd.Compact == nil && rd.Sync == 0 &&
-		rd.Members == nil
+		rd.Members == nil && len(rd.Evidence) == 0
 }
 
 // Ready returns the work to carry out now.
@@ -112,6 +114,7 @@ func (m *Machine) Ready() *Ready {
 		rd.Apply = m.out.Apply
 	}
 	rd.Gossip = append(rd.Gossip, m.out.Gossip...)
+	rd.Evidence = append(rd.Evidence, m.out.Evidence...)
 	rd.Fetch = append(rd.Fetch, m.out.Fetch...)
 	rd.Alarms = append(rd.Alarms, m.out.Alarms...)
 	if rd.Aggregate == nil {

@@ -72,3 +72,26 @@ func (db *DB) Delete(bucket, key string) error {
 	}
 	return nil
 }
+
+// List returns copies of every value in the named bucket, in key order
+// (none for a bucket never written).
+func (db *DB) List(bucket string) ([][]byte, error) {
+	if err := db.check(); err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKV).Bucket([]byte(bucket))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			out = append(out, bytes.Clone(v))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s: %w", bucket, err)
+	}
+	return out, nil
+}

@@ -48,6 +48,10 @@ const (
 	ReasonStale          = "stale"           // a round outside the window
 	ReasonBadSignature   = "bad_signature"   // the round message's signature does not verify
 	ReasonStarting       = "starting"        // the node is not ready to judge yet
+	ReasonNotSampled     = "not_sampled"     // an announcement or decline from a member not sampled this round
+	ReasonWrongBase      = "wrong_base"      // an announcement trained from another model than the applied one
+	ReasonBadUpdate      = "bad_update"      // an announcement of the wrong size or above the example cap
+	ReasonEquivocation   = "equivocation"    // a second, different announcement for one round (kept as evidence)
 )
 
 // Kind says what an Inbound carries.
