@@ -1,6 +1,7 @@
 package round
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,6 +18,8 @@ func (m *Machine) invalid(ent *pb.Entry, e *Entry, err error) {
 		r = e.Round
 	}
 	m.alarm("invalid entry %d (term %d) for round %d skipped: %v", ent.GetIndex(), ent.GetTerm(), r, err)
+	m.skipped[ent.GetIndex()] = true
+	m.checkAttestations(r)
 	m.gossip(&Message{Kind: KindInvalid, Round: max(r, 1), Index: ent.GetIndex(), Reason: err.Error()})
 	if m.IsLeader() && ent.GetTerm() == m.term() {
 		// We proposed an invalid entry: give up leadership.
@@ -139,11 +142,7 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	}
 	m.st = State{Index: t.Index, Round: t.Entry.Round, Model: model, Chain: t.Chain}
 	m.gate.Serve(model)
-	att := &Message{Kind: KindAttest, Round: m.st.Round, Index: t.Index, Digest: model}
-	m.gossip(att)
-	if m.isVoter() {
-		m.recordAttest(att)
-	}
+	m.attest()
 	m.checkAttestations(m.st.Round)
 	m.hist = append(m.hist, histEntry{m.st, slices.Clone(m.members)})
 	if len(m.hist) > 2*m.p.RetainRounds+2 {
@@ -164,19 +163,70 @@ func (m *Machine) Retry(t *ApplyTask) {
 // checkAttestations applies the halt rule: a member whose applied digest for
 // round r contradicts signed attestations from a majority of voters halts.
 func (m *Machine) checkAttestations(r uint64) {
-	if r != m.st.Round || m.halted != "" {
+	if m.halted != "" {
 		return
 	}
-	against := 0
+	index, digest, n := m.majorityAttest(r)
+	if n < m.p.Majority() {
+		return
+	}
+	switch {
+	case r == m.st.Round && digest != m.st.Model:
+		m.halted = fmt.Sprintf("round %d: applied model %s, but a majority of voters (%d) attest %s", r, m.st.Model.String()[:12], n, digest.String()[:12])
+	case r == m.st.Round+1 && m.skipped[index]:
+		m.halted = fmt.Sprintf("round %d: this member judged entry %d invalid, but a majority of voters (%d) applied it (model %s)", r, index, n, digest.String()[:12])
+	default:
+		return
+	}
+	m.alarm("halted: %s", m.halted)
+}
+
+// majorityAttest is the (index, digest) most voters attest for round r, and
+// how many do: the halt rule counts agreement on one outcome, not
+// disagreement with ours.
+func (m *Machine) majorityAttest(r uint64) (uint64, Digest, int) {
+	type outcome struct {
+		index  uint64
+		digest Digest
+	}
+	counts := map[outcome]int{}
+	var best outcome
 	for _, a := range m.attests[r] {
-		if a.Digest != m.st.Model {
-			against++
+		o := outcome{a.Index, a.Digest}
+		counts[o]++
+		if counts[o] > counts[best] || (counts[o] == counts[best] && (o.index < best.index || (o.index == best.index && bytes.Compare(o.digest[:], best.digest[:]) < 0))) {
+			best = o
 		}
 	}
-	if against > len(m.p.Voters)/2 {
-		m.halted = fmt.Sprintf("round %d: applied model %s contradicts %d voters' attestations", r, m.st.Model.String()[:12], against)
-		m.alarm("halted: %s", m.halted)
+	return best.index, best.digest, counts[best]
+}
+
+// attest signs and gossips this member's attestation of its applied
+// outcome; it is repeated every deadline/4 until a majority of voters
+// attest the same (Tick), and made again after a restart, so a crash
+// between apply and send loses nothing.
+func (m *Machine) attest() {
+	if m.st.Round == 0 {
+		return
 	}
+	att := &Message{Kind: KindAttest, Round: m.st.Round, Index: m.st.Index, Digest: m.st.Model}
+	m.gossip(att)
+	m.ownAttest = att
+	if m.isVoter() {
+		m.recordAttest(att)
+	}
+}
+
+// attested reports whether a majority of voters attest this member's
+// applied outcome.
+func (m *Machine) attested() bool {
+	n := 0
+	for _, a := range m.attests[m.st.Round] {
+		if a.Index == m.st.Index && a.Digest == m.st.Model {
+			n++
+		}
+	}
+	return n >= m.p.Majority()
 }
 
 func (m *Machine) recordAttest(a *Message) {

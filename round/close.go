@@ -28,6 +28,9 @@ func (m *Machine) Tick() {
 		if m.cur.own != nil {
 			m.out.Gossip = append(m.out.Gossip, m.cur.own)
 		}
+		if m.ownAttest != nil && m.ownAttest.Round == m.st.Round && !m.attested() {
+			m.out.Gossip = append(m.out.Gossip, m.ownAttest)
+		}
 		m.out.Gossip = append(m.out.Gossip, m.cur.myHaves...)
 	}
 	if m.IsLeader() {

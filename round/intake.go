@@ -71,7 +71,7 @@ func (m *Machine) step(msg *Message) error {
 	}
 	switch msg.Kind {
 	case KindAttest:
-		if _, ok := m.voters[RaftID(msg.Author)]; ok {
+		if _, ok := m.voters[RaftID(msg.Author)]; ok && len(m.attests[msg.Round]) < 4*len(m.p.Voters) {
 			m.recordAttest(msg)
 			m.checkAttestations(msg.Round)
 		}

@@ -95,6 +95,8 @@ type Machine struct {
 
 	invalidSeen  map[string]uint64 // round of the last Invalid report alarmed, by author (bounded by the membership)
 	evidenceSeen map[string]bool   // Evidence.Key of the equivocations handed out (recent rounds)
+	skipped      map[uint64]bool   // log indexes of entries this member judged invalid (recent)
+	ownAttest    *Message          // this member's attestation of its applied outcome, repeated until a majority agrees
 	gate         *Gate
 	gateMembers  []identity.PeerID // the membership last handed to the gate
 	// wanted are blobs a waiting task needs (an apply, an aggregation, an
@@ -160,6 +162,7 @@ func New(c Config) (*Machine, error) {
 	m.wanted = map[Digest]*want{}
 	m.invalidSeen = map[string]uint64{}
 	m.evidenceSeen = map[string]bool{}
+	m.skipped = map[uint64]bool{}
 	if c.HardState == nil && c.Snapshot == nil && len(c.Entries) == 0 {
 		if m.st != (State{}) {
 			return nil, errors.New("round: applied state without a raft log")
@@ -234,6 +237,7 @@ func New(c Config) (*Machine, error) {
 	}
 	m.rn = rn
 	m.startRound()
+	m.attest() // a restarted member attests its applied outcome again
 	m.gate.pin(c.Genesis)
 	m.gate.Serve(m.st.Model)
 	m.syncGate()
@@ -399,6 +403,11 @@ func (m *Machine) startRound() {
 	m.idleTicks, m.stalls = 0, 0
 	if keep := uint64(2*max(m.p.RetainRounds, 1) + 1); r > keep {
 		m.gate.prune(r - keep)
+	}
+	for i := range m.skipped {
+		if i+uint64(8*len(m.p.Voters)+64) < m.st.Index {
+			delete(m.skipped, i)
+		}
 	}
 	if len(m.evidenceSeen) > 0 {
 		m.evidenceSeen = map[string]bool{} // past rounds' announcements are out of the window
