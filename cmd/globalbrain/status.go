@@ -142,6 +142,16 @@ func printStatus(w io.Writer, st *api.Status) {
 	c := st.Counters
 	line("counters", "stale entries %d, invalid entries %d, rejected messages %d, ignored messages %d, re-proposals %d",
 		c.StaleEntries, c.InvalidEntries, c.RejectedMessages, c.IgnoredMessages, c.Reproposals)
+	if n := len(c.RaftRefused); n > 0 || c.ExcludedUpdates > 0 || c.Equivocations > 0 {
+		var refused uint64
+		for _, v := range c.RaftRefused {
+			refused += v
+		}
+		line("refused", "raft messages %d, excluded updates %d, equivocations %d", refused, c.ExcludedUpdates, c.Equivocations)
+	}
+	for _, e := range st.Evidence {
+		fmt.Fprintf(w, "  evidence: %s announced %.12s and %.12s for round %d\n", e.Author, e.First, e.Second, e.Round)
+	}
 	if st.Halted != "" {
 		line("HALTED", "%s", st.Halted)
 	}

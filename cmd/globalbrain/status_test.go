@@ -23,7 +23,9 @@ func TestStatusCommand(t *testing.T) {
 	srv := httptest.NewServer(api.New(api.Source{
 		Status: func() node.Status {
 			return node.Status{Peer: ids[0].String(), Round: 5, Phase: "collecting", Applied: 4, Model: "9f86d081884c7d65",
-				Members: 3, Alarms: []string{"round 3: invalid entry at index 12: bad digest"}, Counters: round.Counters{InvalidEntries: 1}}
+				Members: 3, Alarms: []string{"round 3: invalid entry at index 12: bad digest"},
+				Counters: round.Counters{InvalidEntries: 1, Equivocations: 1, RaftRefused: map[string]uint64{round.RaftBadCommit: 2}},
+				Evidence: []node.EvidenceSummary{{Round: 3, Author: ids[2].String(), First: "aaaaaaaaaaaaaaaa", Second: "bbbbbbbbbbbbbbbb"}}}
 		},
 		Members:   func() []identity.PeerID { return ids },
 		Connected: func(id identity.PeerID) bool { return identity.Compare(id, ids[1]) == 0 },
@@ -48,6 +50,8 @@ func TestStatusCommand(t *testing.T) {
 		"invalid entries 1",
 		"alarms    1",
 		"round 3: invalid entry at index 12: bad digest",
+		"refused   raft messages 2, excluded updates 0, equivocations 1",
+		"evidence: " + ids[2].String() + " announced aaaaaaaaaaaa and bbbbbbbbbbbb for round 3",
 	} {
 		require.Contains(t, out, want)
 	}
