@@ -72,3 +72,28 @@ func TestGateRejectsWhatTheRoundCannotUse(t *testing.T) {
 	}
 	t.Fatal("everyone sampled")
 }
+
+// The gate is read by the transport's goroutines while the machine moves
+// it on: run under the race detector.
+func TestGateConcurrentUse(t *testing.T) {
+	m, ids := boundaryMachine(t)
+	cid := m.Params().Consortium
+	h := &Message{Kind: KindHave, Round: 1, Digest: Digest{3}}
+	h.Sign(cid, ids[1])
+	b := h.Encode()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2000 {
+			m.Gate().Validate(ids[1].ID, b)
+			m.Gate().Servable([32]byte{3})
+			m.Gate().Members()
+		}
+	}()
+	for r := uint64(1); r < 200; r++ {
+		m.st = State{Index: r + 1, Round: r, Model: Digest{byte(r)}}
+		m.startRound()
+		m.Advance(m.Ready())
+	}
+	<-done
+}
