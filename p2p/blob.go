@@ -79,7 +79,7 @@ type blobService struct {
 	stats    *Stats
 	log      *slog.Logger
 	g        *guard
-	sem      chan struct{}
+	slots    *fetchSlots
 	ctx      context.Context
 	cancel   context.CancelFunc
 	once     sync.Once
@@ -103,9 +103,9 @@ func newBlobService(h host.Host, id protocol.ID, src BlobSource, isMember func(p
 	b := &blobService{
 		h: h, id: id, src: src, isMember: isMember, servable: servable,
 		lim: lim, stats: stats, log: log,
-		g:   newGuard(blobName, isMember, lim, stats, log),
-		sem: make(chan struct{}, lim.FetchConcurrency),
-		ctx: ctx, cancel: cancel,
+		g:     newGuard(blobName, isMember, lim, stats, log),
+		slots: newFetchSlots(lim.FetchPerPeer, lim.fetchSlots()),
+		ctx:   ctx, cancel: cancel,
 	}
 	h.SetStreamHandler(id, b.handle)
 	return b
@@ -231,11 +231,13 @@ type fetchState struct {
 
 // Fetch gets the blob with digest d from peer from, verifies SHA-256 while
 // reading, resumes from the received offset after a broken stream (up to three
-// times, then errors), never holds more than MaxBlob bytes and runs at most
-// FetchConcurrency fetches at once. It returns the verified bytes. The receive
-// buffer starts at 16 MiB and grows to the announced size only once those
-// bytes have arrived, so a peer that announces a large blob and stalls costs
-// little memory.
+// times, then errors), never holds more than MaxBlob bytes, and runs at most
+// FetchPerPeer fetches from one peer and max(FetchConcurrency, 2 x
+// FetchPerPeer) in all: a member that accepts requests and then trickles
+// holds at most half of the slots, and fetches from the others go on. It
+// returns the verified bytes. The receive buffer starts at 16 MiB and grows
+// to the announced size only once those bytes have arrived, so a peer that
+// announces a large blob and stalls costs little memory.
 func (b *blobService) Fetch(ctx context.Context, from peer.ID, d [32]byte) ([]byte, error) {
 	buf, _, err := b.fetchSize(ctx, from, d, 0)
 	return buf, err
@@ -263,12 +265,11 @@ func (b *blobService) fetchSize(ctx context.Context, from peer.ID, d [32]byte, w
 	defer cancel()
 	stop := context.AfterFunc(b.ctx, cancel)
 	defer stop()
-	select {
-	case b.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+	release, err := b.slots.acquire(ctx, from)
+	if err != nil {
+		return nil, nil, err
 	}
-	defer func() { <-b.sem }()
+	defer release()
 
 	f := &fetchState{size: -1, want: want, sum: sha256.New()}
 	for attempt := 1; ; attempt++ {
@@ -406,4 +407,64 @@ func (b *blobService) cut(err error) error {
 		b.stats.Inc(blobName, ReasonStreamError)
 	}
 	return err
+}
+
+// fetchSlots bounds concurrent outbound fetches per server peer and in all.
+// A fetch takes its peer's slot first and a global one second, so fetches
+// waiting for a busy peer hold no global slot and cannot starve fetches
+// from other peers.
+type fetchSlots struct {
+	perPeer int
+	global  chan struct{}
+
+	mu    sync.Mutex
+	peers map[peer.ID]*peerSlots // peers with a fetch running or waiting; removed when none is
+}
+
+// peerSlots is one server peer's slots and the fetches that use or await them.
+type peerSlots struct {
+	sem  chan struct{}
+	refs int
+}
+
+func newFetchSlots(perPeer, global int) *fetchSlots {
+	return &fetchSlots{perPeer: perPeer, global: make(chan struct{}, global), peers: map[peer.ID]*peerSlots{}}
+}
+
+// acquire waits for a slot of p and a global slot, or for ctx to end. On
+// success the caller must call release once.
+func (f *fetchSlots) acquire(ctx context.Context, p peer.ID) (release func(), err error) {
+	f.mu.Lock()
+	ps := f.peers[p]
+	if ps == nil {
+		ps = &peerSlots{sem: make(chan struct{}, f.perPeer)}
+		f.peers[p] = ps
+	}
+	ps.refs++
+	f.mu.Unlock()
+	unref := func() {
+		f.mu.Lock()
+		if ps.refs--; ps.refs == 0 {
+			delete(f.peers, p)
+		}
+		f.mu.Unlock()
+	}
+	select {
+	case ps.sem <- struct{}{}:
+	case <-ctx.Done():
+		unref()
+		return nil, ctx.Err()
+	}
+	select {
+	case f.global <- struct{}{}:
+	case <-ctx.Done():
+		<-ps.sem
+		unref()
+		return nil, ctx.Err()
+	}
+	return func() {
+		<-f.global
+		<-ps.sem
+		unref()
+	}, nil
 }

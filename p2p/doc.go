@@ -16,7 +16,10 @@
 //     once; every verdict is counted;
 //   - the stream protocols /globalbrain/<consortium>/blob/1, raft/1 and
 //     sync/1, which move blobs, Raft messages and round messages between two
-//     members with bounded frames, deadlines and per-peer limits;
+//     members with bounded frames, deadlines and per-peer limits: streams
+//     and requests per peer, Raft messages per peer and second, fetches per
+//     server peer, so that one member cannot stall or starve the
+//     transport of the others (Limits);
 //   - the keeper, which redials members of the address book that are not
 //     connected.
 //

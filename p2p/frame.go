@@ -23,7 +23,9 @@ package p2p
 // already received.
 //
 // Raft protocol (RaftService): one long-lived stream per sender and receiver,
-// written by the sender only; each encoded Raft message is one frame.
+// written by the sender only; each encoded Raft message is one frame of at
+// most MaxRaftFrame bytes. The receiver reads and drops, without allocating
+// them, the frames of a peer beyond its RaftPerSecond.
 //
 // Sync protocol (SyncService), one request per stream:
 //

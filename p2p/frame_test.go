@@ -150,8 +150,15 @@ func TestLimitsDefaults(t *testing.T) {
 	l := Limits{MaxFrame: 10}.withDefaults()
 	d := DefaultLimits()
 	if l.MaxFrame != 10 || l.MaxBlob != d.MaxBlob || l.StreamsPerPeer != 4 || l.RequestsPerSecond != 20 ||
-		l.ReadTimeout != 10*time.Second || l.IdleTimeout != 30*time.Second || l.MinRate != 1<<20 || l.FetchConcurrency != 4 {
+		l.ReadTimeout != 10*time.Second || l.IdleTimeout != 30*time.Second || l.MinRate != 1<<20 || l.FetchConcurrency != 4 ||
+		l.FetchPerPeer != 2 || l.RaftPerSecond != 200 || l.MaxRaftFrame != 10 {
 		t.Fatalf("withDefaults = %+v", l)
+	}
+	if d.MaxRaftFrame != 2<<20 || d.fetchSlots() != 4 {
+		t.Fatalf("DefaultLimits = %+v", d)
+	}
+	if got := (Limits{FetchConcurrency: 2, FetchPerPeer: 3}).fetchSlots(); got != 6 {
+		t.Fatalf("global fetch slots with 3 per peer = %d, want 6", got)
 	}
 }
 

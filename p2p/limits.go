@@ -22,8 +22,22 @@ type Limits struct {
 	ReadTimeout       time.Duration // per frame header/small frame read deadline (default 10s)
 	IdleTimeout       time.Duration // a stream with no progress for this long is cut (default 30s)
 	MinRate           int64         // bytes/s a blob transfer must sustain: its deadline is IdleTimeout + size/MinRate (default 1 MiB/s)
-	FetchConcurrency  int           // concurrent outbound fetches (default 4)
+	FetchConcurrency  int           // concurrent outbound fetches (default 4; raised to 2 x FetchPerPeer if lower)
+	FetchPerPeer      int           // concurrent outbound fetches from one server peer (default 2)
+	MaxRaftFrame      int           // largest Raft message sent or accepted (default 2 MiB, or MaxFrame if that is lower)
+	RaftPerSecond     float64       // Raft messages accepted per peer, token bucket, burst = 2x; the excess is read and dropped (default 200)
 }
+
+// defaultMaxRaftFrame is MaxRaftFrame's default: twice the 1 MiB that
+// round gives raft as MaxSizePerMsg (raft.Config), which bounds a MsgApp's
+// entries; votes, heartbeats and the small snapshots round makes are far
+// below it.
+const defaultMaxRaftFrame = 2 << 20
+
+// fetchSlots is the global cap on concurrent outbound fetches:
+// FetchConcurrency, raised so that one server peer, holding its
+// FetchPerPeer slots, never holds more than half of them.
+func (l Limits) fetchSlots() int { return max(l.FetchConcurrency, 2*l.FetchPerPeer) }
 
 // DefaultLimits returns the limits used for every zero field of a Limits.
 func DefaultLimits() Limits {
@@ -36,6 +50,14 @@ func DefaultLimits() Limits {
 		IdleTimeout:       30 * time.Second,
 		MinRate:           1 << 20,
 		FetchConcurrency:  4,
+		FetchPerPeer:      2,
+		MaxRaftFrame:      defaultMaxRaftFrame,
+		// At round's default 100 ms tick a leader sends each follower
+		// about 10 heartbeats a second, plus its appends, and the
+		// follower answers each: 200 leaves a wide margin, and a burst
+		// of 400 covers raft's 256 in-flight appends. A tick below
+		// about 10 ms needs more.
+		RaftPerSecond: 200,
 	}
 }
 
@@ -66,6 +88,15 @@ func (l Limits) withDefaults() Limits {
 	if l.FetchConcurrency <= 0 {
 		l.FetchConcurrency = d.FetchConcurrency
 	}
+	if l.FetchPerPeer <= 0 {
+		l.FetchPerPeer = d.FetchPerPeer
+	}
+	if l.MaxRaftFrame <= 0 {
+		l.MaxRaftFrame = min(d.MaxRaftFrame, l.MaxFrame)
+	}
+	if l.RaftPerSecond <= 0 {
+		l.RaftPerSecond = d.RaftPerSecond
+	}
 	return l
 }
 
@@ -74,7 +105,7 @@ func (l Limits) withDefaults() Limits {
 const (
 	ReasonFrameTooLarge  = "frame_too_large"  // an announced length above the limit
 	ReasonTooManyStreams = "too_many_streams" // over StreamsPerPeer
-	ReasonRateLimited    = "rate_limited"     // over RequestsPerSecond
+	ReasonRateLimited    = "rate_limited"     // over RequestsPerSecond (streams) or RaftPerSecond (Raft messages)
 	ReasonNotServable    = "not_servable"     // a blob the node may not serve
 	ReasonTimeout        = "timeout"          // a read or write deadline expired
 	ReasonBadRequest     = "bad_request"      // a malformed request or response
@@ -90,11 +121,22 @@ const (
 	ReasonUnanswered     = "unanswered"       // the node did not answer a sync request in time; the reply was empty
 )
 
+// maxStatsKeys bounds the distinct counters of a Stats. Reasons come from
+// p2p's constants, pubsub's and the Gate's, and the keys become metric
+// labels (/metrics): should a reason ever carry data a peer chose, the
+// counters stop growing here, and what no longer fits is counted under
+// statsOverflow.
+const maxStatsKeys = 512
+
+// statsOverflow is the counter of increments whose key did not fit.
+const statsOverflow = "stats/overflow"
+
 // Stats counts what each protocol served and cut off, by reason
 // ("frame_too_large", "too_many_streams", "rate_limited", "not_member",
 // "not_servable", "timeout", "bad_request", "hash_mismatch", ...), and the
-// payload bytes received and sent. Safe for concurrent use. The zero value is
-// ready to use.
+// payload bytes received and sent. It keeps at most 512 distinct counters;
+// increments of further keys are counted under "stats/overflow". Safe for
+// concurrent use. The zero value is ready to use.
 type Stats struct {
 	mu      sync.RWMutex
 	counts  map[string]*atomic.Uint64
@@ -116,8 +158,13 @@ func (s *Stats) Inc(protocolName, reason string) {
 			s.counts = make(map[string]*atomic.Uint64)
 		}
 		if c = s.counts[key]; c == nil {
-			c = new(atomic.Uint64)
-			s.counts[key] = c
+			if len(s.counts) >= maxStatsKeys {
+				key = statsOverflow
+			}
+			if c = s.counts[key]; c == nil {
+				c = new(atomic.Uint64)
+				s.counts[key] = c
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -168,12 +215,38 @@ func (s *Stats) Bytes() (in, out int64) {
 	return s.in.Load(), s.out.Load()
 }
 
-// peerGate is one peer's state in a guard: open inbound streams and a token
-// bucket of requests.
+// tokenBucket admits rate events per second with a burst of 2 x rate (at
+// least 1). It starts full. The caller serializes calls.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+	primed bool
+}
+
+// take admits one event at now, or reports false when the bucket is empty.
+func (b *tokenBucket) take(now time.Time, rate float64) bool {
+	burst := max(2*rate, 1)
+	if !b.primed {
+		b.tokens, b.last, b.primed = burst, now, true
+	}
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(burst, b.tokens+dt*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// peerGate is one peer's state in a guard: open inbound streams, a token
+// bucket of stream openings (RequestsPerSecond) and one of messages read on
+// those streams (allowMessage), shared by all of the peer's streams.
 type peerGate struct {
-	streams int
-	tokens  float64
-	last    time.Time
+	streams  int
+	requests tokenBucket
+	messages tokenBucket
 }
 
 // guard admits inbound streams of one protocol: membership first, then the
@@ -227,9 +300,8 @@ func (g *guard) admit(s network.Stream) bool {
 		return false
 	}
 	pg := g.peers[p]
-	now := g.now()
 	if pg == nil {
-		pg = &peerGate{tokens: 2 * g.lim.RequestsPerSecond, last: now}
+		pg = &peerGate{}
 		g.peers[p] = pg
 	}
 	if pg.streams >= g.lim.StreamsPerPeer {
@@ -237,27 +309,30 @@ func (g *guard) admit(s network.Stream) bool {
 		g.refuse(s, ReasonTooManyStreams)
 		return false
 	}
-	burst := 2 * g.lim.RequestsPerSecond
-	if burst < 1 {
-		burst = 1
-	}
-	pg.tokens += now.Sub(pg.last).Seconds() * g.lim.RequestsPerSecond
-	if pg.tokens > burst {
-		pg.tokens = burst
-	}
-	pg.last = now
-	if pg.tokens < 1 {
+	if !pg.requests.take(g.now(), g.lim.RequestsPerSecond) {
 		g.mu.Unlock()
 		g.refuse(s, ReasonRateLimited)
 		return false
 	}
-	pg.tokens--
 	pg.streams++
 	g.active[s] = struct{}{}
 	g.wg.Add(1)
 	g.live.Add(1)
 	g.mu.Unlock()
 	return true
+}
+
+// allowMessage takes one token of peer p's message bucket (rate per second,
+// burst 2 x rate), shared by all of p's streams of this protocol. It
+// reports false when p is over its rate; p must have an admitted stream.
+func (g *guard) allowMessage(p peer.ID, rate float64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pg := g.peers[p]
+	if pg == nil {
+		return false
+	}
+	return pg.messages.take(g.now(), rate)
 }
 
 // release ends an admitted stream's accounting.

@@ -28,10 +28,18 @@ var ErrQueueFull = errors.New("p2p: send queue full, message dropped")
 // ErrClosed reports a call on a closed service.
 var ErrClosed = errors.New("p2p: service closed")
 
+// raftWarnEvery limits the "over its message rate" warning to one line per
+// interval: a flooding member would otherwise log every message it sends.
+const raftWarnEvery = 10 * time.Second
+
 // raftService carries encoded Raft messages, one frame each, over one
 // protocol: one long-lived outbound stream per peer, fed by a bounded queue.
-// It counts under the protocol name "raft" in Stats. The inbound rate limit
-// applies to stream openings, not to messages.
+// It counts under the protocol name "raft" in Stats. Inbound, a frame is at
+// most MaxRaftFrame bytes (a larger one cuts the stream, frame_too_large),
+// stream openings are limited by StreamsPerPeer and RequestsPerSecond, and
+// a peer's messages, over all its streams, by RaftPerSecond: the excess is
+// read, dropped without being allocated and counted rate_limited, so a
+// member that floods cannot fill the node's inbox ahead of the others.
 type raftService struct {
 	h        host.Host
 	id       protocol.ID
@@ -47,6 +55,7 @@ type raftService struct {
 	mu      sync.Mutex
 	out     map[peer.ID]chan []byte
 	closed  bool
+	warned  time.Time // last "over its message rate" warning
 	writers sync.WaitGroup
 }
 
@@ -81,11 +90,13 @@ func newRaftService(h host.Host, id protocol.ID, isMember func(peer.ID) bool, de
 
 // Send queues msg for peer to. The slice is copied. When the peer's queue
 // (256 messages) is full the message is dropped, counted as queue_full and
-// ErrQueueFull returned: Raft retransmits. Send never waits on the network.
+// ErrQueueFull returned: Raft retransmits. A message above MaxRaftFrame is
+// refused (frame_too_large): no member would accept it. Send never waits on
+// the network.
 func (r *raftService) Send(to peer.ID, msg []byte) error {
-	if len(msg) > r.lim.MaxFrame {
+	if len(msg) > r.lim.MaxRaftFrame {
 		r.stats.Inc(raftName, ReasonFrameTooLarge)
-		return frameTooLarge(uint64(len(msg)), int64(r.lim.MaxFrame))
+		return frameTooLarge(uint64(len(msg)), int64(r.lim.MaxRaftFrame))
 	}
 	frame := appendFrame(make([]byte, 0, frameHeaderLen+len(msg)), msg)
 	r.mu.Lock()
@@ -237,7 +248,8 @@ func (r *raftService) write(to peer.ID, c *raftOut, frame []byte) {
 	}
 }
 
-// handle reads frames from one inbound stream and delivers them in order.
+// handle reads frames from one inbound stream and delivers them in order,
+// dropping those over the peer's message rate.
 func (r *raftService) handle(s network.Stream) {
 	if !r.g.admit(s) {
 		return
@@ -246,7 +258,7 @@ func (r *raftService) handle(s network.Stream) {
 	from := s.Conn().RemotePeer()
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(r.lim.IdleTimeout))
-		n, err := readFrameHeader(s, r.lim.MaxFrame)
+		n, err := readFrameHeader(s, r.lim.MaxRaftFrame)
 		if err == io.EOF {
 			_ = s.Close()
 			return
@@ -256,6 +268,18 @@ func (r *raftService) handle(s network.Stream) {
 			return
 		}
 		_ = s.SetReadDeadline(time.Now().Add(r.lim.ReadTimeout + transferTime(int64(n), r.lim.MinRate)))
+		if !r.g.allowMessage(from, r.lim.RaftPerSecond) {
+			// Over the rate: skip the payload without allocating it. Raft
+			// retransmits what an honest peer loses here.
+			if _, err := io.CopyN(io.Discard, s, int64(n)); err != nil {
+				r.g.fail(s, err, ReasonStreamError)
+				return
+			}
+			r.stats.AddBytes(int64(n), 0)
+			r.stats.Inc(raftName, ReasonRateLimited)
+			r.warnRate(from)
+			continue
+		}
 		msg := make([]byte, n)
 		if _, err := io.ReadFull(s, msg); err != nil {
 			r.g.fail(s, err, ReasonStreamError)
@@ -267,5 +291,20 @@ func (r *raftService) handle(s network.Stream) {
 		}
 		r.stats.AddBytes(int64(n), 0)
 		r.deliver(from, msg)
+	}
+}
+
+// warnRate logs, at most once per raftWarnEvery, that from is over its
+// message rate.
+func (r *raftService) warnRate(from peer.ID) {
+	now := time.Now()
+	r.mu.Lock()
+	warn := now.Sub(r.warned) >= raftWarnEvery
+	if warn {
+		r.warned = now
+	}
+	r.mu.Unlock()
+	if warn {
+		r.log.Warn("raft peer over its message rate; dropping its messages", "peer", from.String(), "limit_per_second", r.lim.RaftPerSecond)
 	}
 }
