@@ -127,6 +127,10 @@ type Counters struct {
 	RaftRefused map[string]uint64 `json:"raft_refused,omitempty"`
 }
 
+// MaxRaftAppendBytes bounds the entries of one Raft append (raft's
+// MaxSizePerMsg); the transport's Raft frame cap must leave room for it.
+const MaxRaftAppendBytes = 1 << 20
+
 // want is a blob a task needs.
 type want struct {
 	from     identity.PeerID // a member likely to hold it, nil for any
@@ -225,7 +229,7 @@ func New(c Config) (*Machine, error) {
 		// Entries after the snapshot are replayed: membership changes are
 		// applied again, outcomes already applied are recognised as decided.
 		Applied:                   m.firstIndex() - 1,
-		MaxSizePerMsg:             1 << 20,
+		MaxSizePerMsg:             MaxRaftAppendBytes,
 		MaxInflightMsgs:           256,
 		CheckQuorum:               true,
 		PreVote:                   true,
