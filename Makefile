@@ -48,5 +48,17 @@ demo: build
 bench: build
 	GOMAXPROCS=2 $(BIN) bench
 
+# Fuzz every decoder that reads the network, one target after another, for
+# FUZZTIME each (plain go test, as in make test, runs only their seed corpora).
+FUZZTIME ?= 30s
+
+fuzz:
+	@set -e; for t in ./round:FuzzDecodeMessage ./round:FuzzDecodeEntry ./round:FuzzDecodeSnapshot \
+	  ./round:FuzzDecodeAddMember ./round:FuzzGateValidate ./p2p:FuzzReadFrame ./round:FuzzStepRaft; do \
+	  pkg=$${t%%:*}; name=$${t#*:}; \
+	  echo "$(GO) test -run '^$$' -fuzz '^$$name\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
 clean:
 	rm -rf bin out
