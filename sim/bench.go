@@ -68,7 +68,7 @@ type countingStore struct {
 	n *atomic.Int64
 }
 
-func (c countingStore) PutBlob(b []byte) (store.Digest, error) {
+func (c countingStore) PutBlob(b []byte) (fedavg.Digest, error) {
 	if !c.DB.HasBlob(fedavg.DigestBytes(b)) {
 		c.n.Add(int64(len(b)))
 	}

@@ -7,6 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/round"
 )
 
@@ -97,7 +98,7 @@ func (db *DB) Apply(a Applied) error {
 		switch {
 		case a.Index <= cur.Index:
 			return fmt.Errorf("store: apply index %d round %d: applied index is %d: %w", a.Index, a.Round, cur.Index, ErrStale)
-		case cur.Model != Digest{} && a.Round <= cur.Round:
+		case cur.Model != fedavg.Digest{} && a.Round <= cur.Round:
 			return fmt.Errorf("store: apply index %d round %d: applied round is %d: %w", a.Index, a.Round, cur.Round, ErrStale)
 		case rounds.Get(u64(a.Round)) != nil:
 			return fmt.Errorf("store: apply index %d round %d: round already recorded: %w", a.Index, a.Round, ErrStale)
@@ -151,7 +152,7 @@ func (db *DB) LastApplied() (Applied, error) {
 	var a Applied
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		if a, err = getApplied(tx.Bucket(bucketMeta)); err != nil || a.Model == (Digest{}) {
+		if a, err = getApplied(tx.Bucket(bucketMeta)); err != nil || a.Model == (fedavg.Digest{}) {
 			return err
 		}
 		if v := tx.Bucket(bucketRounds).Get(u64(a.Round)); v != nil {

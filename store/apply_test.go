@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/globalbrain/globalbrain/fedavg"
 )
 
 // outcome builds the Applied for round r at raft index idx, chained to prev,
 // after storing its model blob.
-func outcome(t *testing.T, db *DB, idx, r uint64, prev Digest) Applied {
+func outcome(t *testing.T, db *DB, idx, r uint64, prev fedavg.Digest) Applied {
 	t.Helper()
 	d, err := db.PutBlob(fmt.Appendf(nil, "model G(%d)", r))
 	if err != nil {
@@ -31,11 +33,11 @@ func sameApplied(t *testing.T, got, want Applied) {
 func TestApply(t *testing.T) {
 	dir := t.TempDir()
 	db := open(t, dir, Options{})
-	if a, err := db.LastApplied(); err != nil || a.Index != 0 || a.Record != nil || a.Model != (Digest{}) {
+	if a, err := db.LastApplied(); err != nil || a.Index != 0 || a.Record != nil || a.Model != (fedavg.Digest{}) {
 		t.Fatalf("LastApplied of a new store = %+v, %v; want the zero value", a, err)
 	}
 
-	a1 := outcome(t, db, 3, 1, Digest{})
+	a1 := outcome(t, db, 3, 1, fedavg.Digest{})
 	if err := db.Apply(a1); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +150,7 @@ func TestApplyCrashIsAtomic(t *testing.T) {
 		}
 		return nil
 	}})
-	a1 := outcome(t, db, 1, 1, Digest{})
+	a1 := outcome(t, db, 1, 1, fedavg.Digest{})
 	at = CrashApplyBeforeCommit
 	if err := db.Apply(a1); !errors.Is(err, boom) {
 		t.Fatalf("Apply: err = %v, want the hook's error", err)

@@ -12,9 +12,6 @@ import (
 	"github.com/globalbrain/globalbrain/fedavg"
 )
 
-// Digest names a blob: the SHA-256 of its bytes.
-type Digest = fedavg.Digest
-
 // Crash points of PutBlob, in order.
 const (
 	CrashBlobTmpWritten = "blob.tmp-written" // temp file written and fsynced, not yet renamed
@@ -22,7 +19,7 @@ const (
 	CrashBlobDirSynced  = "blob.dir-synced"  // durable; PutBlob has not returned yet
 )
 
-func (db *DB) blobPath(d Digest) string {
+func (db *DB) blobPath(d fedavg.Digest) string {
 	return filepath.Join(db.blobs, hex.EncodeToString(d[:]))
 }
 
@@ -31,7 +28,7 @@ func (db *DB) blobPath(d Digest) string {
 // file, fsynced, renamed into place and the directory fsynced. If a file of
 // that name and size already exists PutBlob does nothing, so calling it again
 // after a crash is safe.
-func (db *DB) PutBlob(data []byte) (Digest, error) {
+func (db *DB) PutBlob(data []byte) (fedavg.Digest, error) {
 	d := sha256.Sum256(data)
 	if err := db.check(); err != nil {
 		return d, err
@@ -101,7 +98,7 @@ func syncDir(dir string) error {
 // Blob returns the bytes of blob d after checking that they hash to d.
 // A missing blob is ErrNoBlob. A blob whose bytes do not match is removed
 // and reported as ErrCorruptBlob.
-func (db *DB) Blob(d Digest) ([]byte, error) {
+func (db *DB) Blob(d fedavg.Digest) ([]byte, error) {
 	if err := db.check(); err != nil {
 		return nil, err
 	}
@@ -124,7 +121,7 @@ func (db *DB) Blob(d Digest) ([]byte, error) {
 
 // HasBlob reports whether a file for blob d exists. It does not read or
 // verify it; Blob does.
-func (db *DB) HasBlob(d Digest) bool {
+func (db *DB) HasBlob(d fedavg.Digest) bool {
 	if db.check() != nil {
 		return false
 	}
@@ -134,7 +131,7 @@ func (db *DB) HasBlob(d Digest) bool {
 
 // DeleteBlob removes blob d. Removing a missing blob is not an error.
 // The caller must not delete a blob that a retained outcome names.
-func (db *DB) DeleteBlob(d Digest) error {
+func (db *DB) DeleteBlob(d fedavg.Digest) error {
 	if err := db.check(); err != nil {
 		return err
 	}
@@ -146,7 +143,7 @@ func (db *DB) DeleteBlob(d Digest) error {
 }
 
 // Blobs lists the digests of the stored blobs in ascending order.
-func (db *DB) Blobs() ([]Digest, error) {
+func (db *DB) Blobs() ([]fedavg.Digest, error) {
 	if err := db.check(); err != nil {
 		return nil, err
 	}
@@ -154,9 +151,9 @@ func (db *DB) Blobs() ([]Digest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", db.blobs, err)
 	}
-	var out []Digest
+	var out []fedavg.Digest
 	for _, e := range ents { // ReadDir sorts by name, so by digest
-		var d Digest
+		var d fedavg.Digest
 		name := e.Name()
 		if len(name) != 2*len(d) || !e.Type().IsRegular() {
 			continue
@@ -173,7 +170,7 @@ func (db *DB) Blobs() ([]Digest, error) {
 // serving it to other members without holding it in memory. The file was
 // verified when it was written (PutBlob hashes what it stores); a reader
 // that needs certainty verifies the digest of what it receives.
-func (db *DB) OpenBlob(d Digest) (io.ReadSeekCloser, int64, error) {
+func (db *DB) OpenBlob(d fedavg.Digest) (io.ReadSeekCloser, int64, error) {
 	if err := db.check(); err != nil {
 		return nil, 0, err
 	}

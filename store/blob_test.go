@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/globalbrain/globalbrain/fedavg"
 )
 
 func TestBlobRoundTrip(t *testing.T) {
@@ -55,8 +57,8 @@ func TestBlobRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Digest{d, empty}
-	slices.SortFunc(want, func(a, b Digest) int { return bytes.Compare(a[:], b[:]) })
+	want := []fedavg.Digest{d, empty}
+	slices.SortFunc(want, func(a, b fedavg.Digest) int { return bytes.Compare(a[:], b[:]) })
 	if !slices.Equal(list, want) {
 		t.Fatalf("Blobs = %x, want %x", list, want)
 	}

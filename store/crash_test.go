@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/globalbrain/globalbrain/fedavg"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -166,7 +167,7 @@ func runScript(db *DB) error {
 type state struct {
 	Applied  Applied
 	Outcomes map[uint64]Applied
-	Blobs    map[Digest]string
+	Blobs    map[fedavg.Digest]string
 	Raft     []string
 	Peers    map[string]string
 }
@@ -189,7 +190,7 @@ func dump(t *testing.T, db *DB) state {
 		}
 		s.Outcomes[r] = o
 	}
-	s.Blobs = map[Digest]string{}
+	s.Blobs = map[fedavg.Digest]string{}
 	list, err := db.Blobs()
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +239,7 @@ func checkConsistent(t *testing.T, db *DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if la.Model != (Digest{}) {
+	if la.Model != (fedavg.Digest{}) {
 		// Blob before record: the applied model is there and intact.
 		if _, err := db.Blob(la.Model); err != nil {
 			t.Fatalf("applied round %d names model %x: %v", la.Round, la.Model, err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/globalbrain/globalbrain/fedavg"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -137,7 +138,7 @@ func TestCloseIdempotent(t *testing.T) {
 	if _, err := db.PutBlob([]byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("PutBlob after Close: err = %v, want ErrClosed", err)
 	}
-	if db.HasBlob(Digest{}) {
+	if db.HasBlob(fedavg.Digest{}) {
 		t.Error("HasBlob after Close = true")
 	}
 }
@@ -206,7 +207,7 @@ func TestOpenBlob(t *testing.T) {
 	if err != nil || n != int64(len(data)) || string(got) != string(data) {
 		t.Fatalf("OpenBlob: %q, %d, %v", got, n, err)
 	}
-	if _, _, err := db.OpenBlob(Digest{1}); !errors.Is(err, ErrNoBlob) {
+	if _, _, err := db.OpenBlob(fedavg.Digest{1}); !errors.Is(err, ErrNoBlob) {
 		t.Fatalf("missing blob: %v", err)
 	}
 }
