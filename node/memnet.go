@@ -25,11 +25,9 @@ type MemNet struct {
 	cut      map[[2]string]bool
 	rng      *rand.Rand
 	dropRate float64
-	dropped  int
-	full     int
 }
 
-// memInbox bounds each member's inbox; a full inbox drops and counts.
+// memInbox bounds each member's inbox; a full inbox drops, as the libp2p host does.
 const memInbox = 4096
 
 type memEnd struct {
@@ -44,8 +42,8 @@ func NewMemNet(seed uint64) *MemNet {
 	return &MemNet{ends: map[string]*memEnd{}, cut: map[[2]string]bool{}, rng: rand.New(rand.NewPCG(seed, 0xd50b))}
 }
 
-// ErrUnreachable is returned for a member that is down or cut off.
-var ErrUnreachable = errors.New("node: member unreachable")
+// errUnreachable is returned for a member that is down or cut off.
+var errUnreachable = errors.New("node: member unreachable")
 
 // Join attaches a member: gossip for it is judged by gate, its blobs are
 // read with blob. A member that joins again (restarted) gets a new inbox.
@@ -61,22 +59,12 @@ func (net *MemNet) Join(id identity.PeerID, gate *round.Gate, blob func(round.Di
 	return &memConn{net: net, self: id, end: e}
 }
 
-// deliver puts in into e's inbox, or drops and counts it when full.
+// deliver puts in into e's inbox, or drops it when full.
 func (net *MemNet) deliver(e *memEnd, in wire.Inbound) {
 	select {
 	case e.inbox <- in:
-	default:
-		net.mu.Lock()
-		net.full++
-		net.mu.Unlock()
+	default: // dropped: members repeat what matters every deadline/4
 	}
-}
-
-// InboxFull returns how many messages found an inbox full.
-func (net *MemNet) InboxFull() int {
-	net.mu.Lock()
-	defer net.mu.Unlock()
-	return net.full
 }
 
 // Leave detaches a member (crashed or stopped).
@@ -91,13 +79,6 @@ func (net *MemNet) SetDropRate(p float64) {
 	net.mu.Lock()
 	defer net.mu.Unlock()
 	net.dropRate = p
-}
-
-// Dropped returns how many messages were dropped.
-func (net *MemNet) Dropped() int {
-	net.mu.Lock()
-	defer net.mu.Unlock()
-	return net.dropped
 }
 
 // Partition cuts every link between the groups, both ways.
@@ -138,7 +119,6 @@ func (net *MemNet) route(from identity.PeerID, to identity.PeerID, drop bool) []
 			continue
 		}
 		if drop && net.dropRate > 0 && net.rng.Float64() < net.dropRate {
-			net.dropped++
 			continue
 		}
 		out = append(out, e)
@@ -193,7 +173,7 @@ func (c *memConn) Fetch(ctx context.Context, from identity.PeerID, d round.Diges
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: no reachable member holds %s", ErrUnreachable, d.String()[:12])
+	return nil, fmt.Errorf("%w: no reachable member holds %s", errUnreachable, d.String()[:12])
 }
 
 func boolRank(b bool) int {
