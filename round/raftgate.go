@@ -34,6 +34,7 @@ import (
 // Reasons a Raft message is refused at the boundary.
 const (
 	RaftUnknownSender = "unknown_sender"  // From is not a member, or is this member
+	RaftUnknownType   = "unknown_type"    // a message type raft does not define
 	RaftLocalOnly     = "local_only"      // a type only a node sends itself, a proposal included
 	RaftLearner       = "learner_request" // a learner (non-voter) sent something other than a response
 	RaftBadCommit     = "bad_commit"      // a heartbeat committing beyond the log
@@ -63,6 +64,9 @@ func (m *Machine) checkRaft(msg *pb.Message) string {
 		return RaftUnknownSender
 	}
 	t := msg.GetType()
+	if _, known := pb.MessageType_name[int32(t)]; !known {
+		return RaftUnknownType // raft indexes tables by type and panics on others
+	}
 	if slices.Contains(localOnly, t) {
 		return RaftLocalOnly
 	}
