@@ -23,6 +23,9 @@ var badDeps = []struct {
 		"bbolt":  "the round machine is pure: the node persists",
 		"net":    "the round machine is pure: no network",
 		"/p2p":   "the round machine knows no transport", "/store": "the round machine knows no store"}},
+	{"privacy", map[string]string{
+		"libp2p": "privacy is pure: the node carries out its network work", "bbolt": "privacy is pure: no storage", "net": "privacy is pure: no network",
+		"/round": "privacy knows no protocol: round uses privacy, not the reverse", "/node": "privacy knows no node", "/p2p": "privacy knows no transport"}},
 	{"node", map[string]string{
 		"bbolt":  "the node speaks to storage through its Store interface (package store implements it)",
 		"gonum":  "training is the Trainer's (train/local), not the node's",
@@ -49,7 +52,7 @@ func TestDependencyRules(t *testing.T) {
 			continue
 		}
 		self := "github.com/globalbrain/globalbrain/" + rule.pkg
-		for _, dep := range goList(t, root, "-deps", "./"+rule.pkg) {
+		for _, dep := range goList(t, root, "-deps", "./"+rule.pkg+"/...") {
 			if dep == self {
 				continue
 			}
