@@ -5,6 +5,9 @@
 // After every step it checks the protocol's invariant: for every round, every
 // member that applied the round's outcome applied the same entry and holds
 // the same model digest.
+//
+// The scenarios are data-driven scripts, testdata/*.txt, run by
+// InteractionEnv on 20 seeds; go test -rewrite rewrites their golden blocks.
 package roundtest
 
 import (
