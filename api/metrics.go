@@ -28,7 +28,7 @@ import (
 //	                                                 author_mismatch, not_member, bad_signature; stale is
 //	                                                 ignored without penalty and counted as rejected)
 //	globalbrain_raft_refused_total{reason}  counter  Raft messages refused at the Raft boundary: unknown_sender,
-//	                                                 unknown_type, local_only, learner_request, bad_commit, bad_append,
+//	                                                 unknown_type, local_only, no_term, learner_request, bad_commit, bad_append,
 //	                                                 bad_snapshot, panic (raft panicked: the member halted)
 //	globalbrain_round_events_total{event}   counter  the round machine's counters: stale_entry,
 //	                                                 invalid_entry, rejected_message, ignored_message, reproposal,
@@ -189,7 +189,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		counter(ch, descEvents, float64(e.v), e.name)
 	}
-	for _, reason := range []string{round.RaftUnknownSender, round.RaftUnknownType, round.RaftLocalOnly, round.RaftLearner,
+	for _, reason := range []string{round.RaftUnknownSender, round.RaftUnknownType, round.RaftLocalOnly, round.RaftNoTerm, round.RaftLearner,
 		round.RaftBadCommit, round.RaftBadAppend, round.RaftBadSnapshot, round.RaftPanic} {
 		counter(ch, descRaftRefused, float64(k.RaftRefused[reason]), reason)
 	}

@@ -36,6 +36,7 @@ const (
 	RaftUnknownSender = "unknown_sender"  // From is not a member, or is this member
 	RaftUnknownType   = "unknown_type"    // a message type raft does not define
 	RaftLocalOnly     = "local_only"      // a type only a node sends itself, a proposal included
+	RaftNoTerm        = "no_term"         // a message without a term (every message between nodes has one)
 	RaftLearner       = "learner_request" // a learner (non-voter) sent something other than a response
 	RaftBadCommit     = "bad_commit"      // a heartbeat committing beyond the log
 	RaftBadAppend     = "bad_append"      // entries that do not follow each other, or a response beyond the log
@@ -48,6 +49,7 @@ var responses = []pb.MessageType{pb.MessageType_MsgAppResp, pb.MessageType_MsgHe
 
 // localOnly are the types raft never receives from another node.
 var localOnly = []pb.MessageType{
+	pb.MessageType_MsgReadIndex, pb.MessageType_MsgReadIndexResp, // not used by this protocol
 	pb.MessageType_MsgHup, pb.MessageType_MsgBeat, pb.MessageType_MsgProp, pb.MessageType_MsgUnreachable,
 	pb.MessageType_MsgSnapStatus, pb.MessageType_MsgCheckQuorum, pb.MessageType_MsgStorageAppend,
 	pb.MessageType_MsgStorageAppendResp, pb.MessageType_MsgStorageApply, pb.MessageType_MsgStorageApplyResp,
@@ -69,6 +71,12 @@ func (m *Machine) checkRaft(msg *pb.Message) string {
 	}
 	if slices.Contains(localOnly, t) {
 		return RaftLocalOnly
+	}
+	if msg.GetTerm() == 0 {
+		// raft stamps every message it sends to a peer with a term (read
+		// index requests aside, which this protocol does not use); a
+		// vote request without one makes raft panic answering it.
+		return RaftNoTerm
 	}
 	voter := slices.Contains(m.cs.GetVoters(), from) || slices.Contains(m.cs.GetVotersOutgoing(), from)
 	if !voter {
