@@ -24,11 +24,8 @@ func (m *Machine) invalid(ent *pb.Entry, e *Entry, err error) {
 	if m.IsLeader() && ent.GetTerm() == m.term() {
 		// We proposed an invalid entry: give up leadership.
 		m.leaderTerm = 0
-		for id := range m.voters {
-			if id != m.id {
-				m.rn.TransferLeader(id)
-				break
-			}
+		if next := m.successor(); next != m.id {
+			m.rn.TransferLeader(next) // the same choice on every run, not map order
 		}
 	}
 }
