@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +53,9 @@ type member struct {
 	httpPort     int
 	cmd          *exec.Cmd
 	log          *os.File
+	done         chan struct{} // closed when cmd has exited and been reaped
+	waitErr      error         // cmd.Wait's result, once done is closed
+	mu           sync.Mutex    // guards cmd and done against the watcher's reads
 }
 
 type consortium struct {
@@ -59,6 +63,9 @@ type consortium struct {
 	root    string
 	members []*member
 	rounds  int
+	// extraAddrs are added to every member's address book (the attackers'
+	// hosts, which run no node.yaml of their own).
+	extraAddrs []string
 }
 
 var peerIDLine = regexp.MustCompile(`(?m)^peer ID (12D3KooW\w+)$`)
@@ -109,12 +116,19 @@ strategy: {name: fedavg}
 
 func (c *consortium) writeConfig(m *member, i, n int) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "identity_key: identity.key\nmanifest: %s\nlisten: [/ip4/127.0.0.1/tcp/%d]\nstore: store\nhttp: 127.0.0.1:%d\nlog_level: info\naddress_book:\n",
-		filepath.Join(c.root, "consortium.yaml"), m.p2pPort, m.httpPort)
+	level := "info"
+	if l := os.Getenv("E2E_LOG_LEVEL"); l != "" {
+		level = l // debug, for a post-mortem with E2E_KEEP
+	}
+	fmt.Fprintf(&b, "identity_key: identity.key\nmanifest: %s\nlisten: [/ip4/127.0.0.1/tcp/%d]\nstore: store\nhttp: 127.0.0.1:%d\nlog_level: %s\naddress_book:\n",
+		filepath.Join(c.root, "consortium.yaml"), m.p2pPort, m.httpPort, level)
 	for _, o := range c.members {
 		if o != m {
 			fmt.Fprintf(&b, "  - /ip4/127.0.0.1/tcp/%d/p2p/%s\n", o.p2pPort, o.id)
 		}
+	}
+	for _, a := range c.extraAddrs {
+		fmt.Fprintf(&b, "  - %s\n", a)
 	}
 	fmt.Fprintf(&b, "data: {dataset: mnist, partition: iid, members: %d, index: %d, seed: 1}\n", n, i)
 	if err := os.WriteFile(m.cfg, []byte(b.String()), 0o644); err != nil {
@@ -129,53 +143,102 @@ func (c *consortium) start(m *member, extra ...string) {
 		c.t.Fatal(err)
 	}
 	m.log = f
-	m.cmd = exec.Command(bin, append([]string{"run", "--config", m.cfg}, extra...)...)
-	m.cmd.Stdout, m.cmd.Stderr = f, f
-	if err := m.cmd.Start(); err != nil {
+	cmd := exec.Command(bin, append([]string{"run", "--config", m.cfg}, extra...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
+	// One goroutine reaps the process, so a member that dies on its own
+	// is seen at once (alive) and kill and stop only wait for done.
+	done := make(chan struct{})
+	m.mu.Lock()
+	m.cmd, m.done = cmd, done
+	m.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		m.waitErr = err
+		close(done)
+	}()
 	c.t.Cleanup(func() {
-		if m.cmd != nil && m.cmd.ProcessState == nil {
-			m.cmd.Process.Kill()
-			m.cmd.Wait()
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
 		}
 	})
 }
 
+// alive reports whether m's process is running: started and not exited.
+func (m *member) alive() bool {
+	done := m.run()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// run returns the done channel of m's current process (nil before the
+// first start): it identifies one run of the process.
+func (m *member) run() chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.done
+}
+
 func (c *consortium) kill(m *member) {
 	c.t.Helper()
-	if err := m.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := m.cmd.Process.Signal(syscall.SIGKILL); err != nil && m.alive() {
 		c.t.Fatal(err)
 	}
-	m.cmd.Wait()
+	<-m.done
 	m.log.Close()
 }
 
 func (c *consortium) stop(m *member) {
 	c.t.Helper()
+	if !m.alive() {
+		c.t.Errorf("%s had exited before SIGTERM: %v", m.id, m.waitErr)
+		m.log.Close()
+		return
+	}
 	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		c.t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- m.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			c.t.Errorf("%s: exit after SIGTERM: %v", m.id, err)
+	case <-m.done:
+		if m.waitErr != nil {
+			c.t.Errorf("%s: exit after SIGTERM: %v", m.id, m.waitErr)
 		}
 	case <-time.After(20 * time.Second):
 		c.t.Errorf("%s did not stop within 20 s of SIGTERM", m.id)
 		m.cmd.Process.Kill()
+		<-m.done
 	}
 	m.log.Close()
 }
 
 type status struct {
-	Round   uint64 `json:"round"`
-	Phase   string `json:"phase"`
-	Applied uint64 `json:"applied_round"`
-	Model   string `json:"model_digest"`
-	Leader  bool   `json:"leader"`
+	Round    uint64            `json:"round"`
+	Phase    string            `json:"phase"`
+	Applied  uint64            `json:"applied_round"`
+	Model    string            `json:"model_digest"`
+	Leader   bool              `json:"leader"`
+	LeaderID string            `json:"leader_id"`
+	Halted   string            `json:"halted"`
+	Alarms   []string          `json:"alarms"`
+	Evidence []json.RawMessage `json:"evidence"`
+	Counters struct {
+		RejectedMessages uint64            `json:"RejectedMessages"`
+		ExcludedUpdates  uint64            `json:"ExcludedUpdates"`
+		Equivocations    uint64            `json:"Equivocations"`
+		RaftRefused      map[string]uint64 `json:"raft_refused"`
+	} `json:"counters"`
 }
 
 func (c *consortium) status(m *member) (status, error) {
