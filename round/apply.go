@@ -122,7 +122,7 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	if m.pending == nil || t.Index != m.pending.Index {
 		return
 	}
-	if m.needMissing(err, t.Entry.Included) {
+	if m.needMissing(err, t.Entry.Included, t.Entry.Haves...) {
 		// Members never skip an entry for a missing blob: fetch it and
 		// hand the task out again once it is stored.
 		m.waitApply = true

@@ -94,3 +94,21 @@ var errTest = errorString("test")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// A member missing a committed blob asks a voter that signed a Have for it
+// first, not the author (who may be trickling it to this member alone).
+func TestApplyFetchesFromAHaveSigner(t *testing.T) {
+	m, ids := boundaryMachine(t)
+	cid := m.Params().Consortium
+	ann := &Message{Kind: KindAnnounce, Round: 1, Base: m.State().Model, Digest: Digest{5}, Length: 40, Examples: 10}
+	ann.Sign(cid, ids[1])
+	h := &Message{Kind: KindHave, Round: 1, Digest: Digest{5}}
+	h.Sign(cid, ids[2])
+	e := &Entry{Kind: EntryCommit, Round: 1, Included: []*Message{ann}, Haves: []*Message{h}}
+	task := &ApplyTask{Index: 9, Entry: e}
+	m.pending = task
+	m.Applied(task, Digest{}, &MissingBlobError{Digests: []Digest{{5}}})
+	rd := m.Ready()
+	require.Len(t, rd.Fetch, 1)
+	require.Equal(t, ids[2].ID, rd.Fetch[0].From)
+}

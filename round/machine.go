@@ -289,7 +289,7 @@ func (m *Machine) Need(d Digest, from identity.PeerID) {
 
 // needMissing turns a task's missing-blob error into Needs; it reports
 // whether err was one.
-func (m *Machine) needMissing(err error, inc []*Message) bool {
+func (m *Machine) needMissing(err error, inc []*Message, haves ...*Message) bool {
 	var missing *MissingBlobError
 	if !errors.As(err, &missing) {
 		return false
@@ -299,6 +299,14 @@ func (m *Machine) needMissing(err error, inc []*Message) bool {
 		for _, a := range inc {
 			if a.Digest == d {
 				from = a.Author
+			}
+		}
+		// A voter that signed a Have for it holds it: ask it first, not
+		// the author, who may be the one trickling the blob.
+		for _, h := range haves {
+			if h != nil && h.Digest == d && identity.Compare(h.Author, from) != 0 && identity.Compare(h.Author, m.self.ID) != 0 {
+				from = h.Author
+				break
 			}
 		}
 		m.Need(d, from)
