@@ -149,14 +149,6 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	m.startRound()
 }
 
-// Retry hands a pending ApplyTask out again: the caller could not carry it
-// out yet (a blob it names was still being fetched).
-func (m *Machine) Retry(t *ApplyTask) {
-	if m.pending != nil && m.pending.Index == t.Index {
-		m.out.Apply = m.pending
-	}
-}
-
 // checkAttestations applies the halt rule: a member whose applied digest for
 // round r contradicts signed attestations from a majority of voters halts.
 func (m *Machine) checkAttestations(r uint64) {

@@ -1,7 +1,6 @@
 package round
 
 import (
-	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -188,21 +187,6 @@ func (g *Gate) check(msg *Message, author identity.PeerID) (*Message, wire.Verdi
 	}
 	msg.verified = true
 	return msg, wire.Accept, ""
-}
-
-// Verdict maps a Machine.Step error onto a gossip verdict and reason.
-func Verdict(err error) (wire.Verdict, string) {
-	switch {
-	case err == nil:
-		return wire.Accept, ""
-	case errors.Is(err, ErrStale):
-		return wire.Ignore, wire.ReasonStale
-	case errors.Is(err, ErrNotMember):
-		return wire.Reject, wire.ReasonNotMember
-	case errors.Is(err, ErrBadSignature):
-		return wire.Reject, wire.ReasonBadSignature
-	}
-	return wire.Reject, wire.ReasonMalformed
 }
 
 // pinnedRound marks a digest that is never pruned (the genesis model).

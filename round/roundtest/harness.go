@@ -12,7 +12,6 @@ package roundtest
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -71,7 +70,6 @@ type Member struct {
 	blobs   map[round.Digest][]byte
 	History map[uint64]Outcome
 
-	apply     *round.ApplyTask
 	Alarms    []string
 	Installed int // snapshots installed
 }
@@ -157,14 +155,14 @@ func (e *Env) start(m *Member) error {
 	if err != nil {
 		return err
 	}
-	m.M, m.Down, m.apply = mc, false, nil
+	m.M, m.Down = mc, false
 	return nil
 }
 
 // Crash stops member i; it keeps only what it persisted.
 func (e *Env) Crash(i int) {
 	m := e.Members[i]
-	m.Down, m.M, m.apply = true, nil, nil
+	m.Down, m.M = true, nil
 	e.inflight = slices.DeleteFunc(e.inflight, func(x envelope) bool { return x.to == i || x.from == i })
 }
 
@@ -247,10 +245,6 @@ func (e *Env) Step() error {
 			continue
 		}
 		m.M.Tick()
-		if m.apply != nil {
-			m.M.Retry(m.apply)
-			m.apply = nil
-		}
 	}
 	return e.check()
 }
@@ -460,12 +454,9 @@ func (e *Env) outcome(m *Member, base round.Digest, r uint64, inc []*round.Messa
 
 func (e *Env) apply(m *Member, t *round.ApplyTask) error {
 	g, err := e.outcome(m, t.Entry.Base, t.Entry.Round, t.Entry.Included)
-	var missing *round.MissingBlobError
-	if errors.As(err, &missing) {
-		m.apply = t // members never skip for a missing blob: retry on the next tick
-		return nil
-	}
 	if err != nil {
+		// A missing blob goes back to the machine, which fetches it and
+		// hands the task out again once it is stored.
 		m.M.Applied(t, round.Digest{}, err)
 		return nil
 	}
