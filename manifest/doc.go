@@ -3,7 +3,8 @@
 // first round. That is the consortium's name, its genesis members and which
 // of them vote in Raft, the model (architecture, input shape, classes, init
 // seed), local training, round parameters (sampling, deadline, protocol
-// tick), the aggregation strategy and the privacy mode.
+// tick), the aggregation strategy and the privacy mode with its parameters
+// (Privacy: which fields each mode uses, their defaults and ranges).
 //
 // Parse and Load read a manifest strictly, with the engine of package
 // internal/strictyaml: unknown keys, duplicate keys, values of the wrong type

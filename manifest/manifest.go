@@ -25,9 +25,14 @@ const (
 	ArchCNN    = "cnn"    // the FedAvg paper's CNN; height and width divisible by 4
 )
 
-// PrivacyNone is the only privacy mode of this protocol version: updates are
-// aggregated in the clear.
-const PrivacyNone = "none"
+// Privacy modes (PRIVACY.md). PrivacyNone aggregates updates in the clear.
+const (
+	PrivacyNone        = "none"        // updates aggregated in the clear
+	PrivacySecAgg      = "secagg"      // secure aggregation, no noise
+	PrivacyUpdate      = "update"      // each participant clips and noises its own update (member-level DP)
+	PrivacyDistributed = "distributed" // secure aggregation of Distributed Discrete Gaussian encodings
+	PrivacyDPSGD       = "dp-sgd"      // per-example clipping and noise in local training (record-level DP)
+)
 
 // Defaults of the round fields a manifest leaves out. The training and
 // strategy defaults are fedavg.DefaultConfig's.
@@ -151,13 +156,6 @@ type Strategy struct {
 	MultiKrumM int `yaml:"multikrum_m" json:"multikrum_m"`
 	// ClipNorm > 0 bounds each update's L2 norm before aggregation.
 	ClipNorm float64 `yaml:"clip_norm" json:"clip_norm"`
-}
-
-// Privacy selects how updates are protected.
-type Privacy struct {
-	// Mode is PrivacyNone, the only mode of this protocol version. Default
-	// none.
-	Mode string `yaml:"mode" json:"mode"`
 }
 
 // defaults returns the manifest every parse starts from: the fields a

@@ -116,14 +116,29 @@ func TestConsortiumIDChanges(t *testing.T) {
 		"strategy.byzantine":   func(m *Manifest) { m.Strategy.Byzantine = 2 },
 		"strategy.multikrum_m": func(m *Manifest) { m.Strategy.MultiKrumM = 3 },
 		"strategy.clip_norm":   func(m *Manifest) { m.Strategy.ClipNorm = 0 },
-		"privacy.mode":         func(m *Manifest) { m.Privacy.Mode = "dp" },
+		"privacy.mode":         func(m *Manifest) { m.Privacy.Mode = PrivacyUpdate },
+		// full.good.yaml is of mode none: setting any field of a section
+		// makes the section appear in the canonical encoding.
+		"privacy.secagg.gamma":          func(m *Manifest) { m.Privacy.SecAgg.Gamma = 1 },
+		"privacy.secagg.k_min":          func(m *Manifest) { m.Privacy.SecAgg.KMin = 2 },
+		"privacy.secagg.clip":           func(m *Manifest) { m.Privacy.SecAgg.Clip = 1 },
+		"privacy.secagg.scale":          func(m *Manifest) { m.Privacy.SecAgg.Scale = 1 << 20 },
+		"privacy.secagg.max_weight":     func(m *Manifest) { m.Privacy.SecAgg.MaxWeight = 1000 },
+		"privacy.secagg.phase_deadline": func(m *Manifest) { m.Privacy.SecAgg.PhaseDeadline = Duration(time.Second) },
+		"privacy.dp.z":                  func(m *Manifest) { m.Privacy.DP.Z = 1 },
+		"privacy.dp.clip":               func(m *Manifest) { m.Privacy.DP.Clip = 1 },
+		"privacy.dp.example_clip":       func(m *Manifest) { m.Privacy.DP.ExampleClip = 1 },
+		"privacy.dp.scale":              func(m *Manifest) { m.Privacy.DP.Scale = 1 << 20 },
+		"privacy.dp.delta":              func(m *Manifest) { m.Privacy.DP.Delta = 1e-5 },
+		"privacy.dp.epsilon":            func(m *Manifest) { m.Privacy.DP.Epsilon = 1 },
 	}
-	// Every field is covered.
+	// Every field is covered: the leaves of the privacy section count, its
+	// two sub-sections (secagg, dp) do not.
 	fields := 0
-	for _, section := range []any{Model{}, Training{}, Round{}, Strategy{}, Privacy{}} {
+	for _, section := range []any{Model{}, Training{}, Round{}, Strategy{}, Privacy{}, SecAgg{}, DP{}} {
 		fields += reflect.TypeOf(section).NumField()
 	}
-	if want := fields + 5; len(mutations) != want {
+	if want := fields - 2 + 5; len(mutations) != want {
 		t.Errorf("%d mutations, want %d (one per field, plus name and four of members)", len(mutations), want)
 	}
 
@@ -142,7 +157,7 @@ func TestConsortiumIDChanges(t *testing.T) {
 // TestCanonicalGolden holds the canonical encoding, and therefore every
 // consortium ID, fixed: a change here splits consortia across versions.
 func TestCanonicalGolden(t *testing.T) {
-	for _, name := range []string{"full", "minimal"} {
+	for _, name := range []string{"full", "minimal", "update", "secagg", "distributed", "dpsgd"} {
 		m := load(t, name+".good.yaml")
 		got, err := m.Canonical()
 		if err != nil {
@@ -163,6 +178,13 @@ func TestCanonicalGolden(t *testing.T) {
 		}
 		if !json.Valid(got) || !bytes.Contains(got, []byte(`,"protocol":1,`)) {
 			t.Errorf("%s: canonical encoding is not JSON with the protocol version: %s", name, got)
+		}
+	}
+	// Mode none writes no privacy section but the mode: the encoding (and
+	// every consortium ID) from before the privacy sections existed.
+	for _, name := range []string{"full", "minimal", "learners", "multikrum", "reordered", "trimmedmean"} {
+		if b, err := load(t, name+".good.yaml").Canonical(); err != nil || !bytes.Contains(b, []byte(`"privacy":{"mode":"none"},`)) {
+			t.Errorf("%s: canonical encoding has more than the mode in privacy: %s, %v", name, b, err)
 		}
 	}
 	const fullID = "cb551b9e87ec7727d30bd75dd250b81a7ef032bca3e9262728a6895b4c3f560a"

@@ -24,7 +24,11 @@ func Load(path string) (*Manifest, error) {
 // "manifest.yaml:14: round.min_participants: 0, want >= 1".
 func Parse(data []byte, source string) (*Manifest, error) {
 	var m Manifest
-	if err := dialect.Parse(data, source, &m, m.validate); err != nil {
+	validate := func() []*FieldError {
+		m.ApplyDefaults()
+		return m.validate()
+	}
+	if err := dialect.Parse(data, source, &m, validate); err != nil {
 		return nil, err
 	}
 	return &m, nil

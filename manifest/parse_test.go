@@ -127,9 +127,42 @@ var badFixtures = []yamltest.Bad{
 	{"strategy_server_lr_negative.bad.yaml", []string{"strategy_server_lr_negative.bad.yaml:19: strategy: fedavg: config: ServerLR: -0.5, want > 0"}},
 	{"strategy_beta1_nan.bad.yaml", []string{"strategy_beta1_nan.bad.yaml:21: strategy.beta1: NaN, want a finite number"}},
 
-	// privacy.
-	{"privacy_secagg.bad.yaml", []string{"privacy_secagg.bad.yaml:20: privacy.mode: \"secagg\" is not supported by protocol version 1, want \"none\""}},
-	{"privacy_mode_empty.bad.yaml", []string{"privacy_mode_empty.bad.yaml:20: privacy.mode: \"\" is not supported by protocol version 1"}},
+	// privacy: the mode, the sections a mode does not use, the ranges, and
+	// the strategies secure aggregation cannot run.
+	{"privacy_mode_empty.bad.yaml", []string{`privacy_mode_empty.bad.yaml:20: privacy.mode: "" unknown, want one of none, secagg, update, distributed, dp-sgd`}},
+	{"privacy_mode_unknown.bad.yaml", []string{`privacy_mode_unknown.bad.yaml:20: privacy.mode: "dp" unknown, want one of none, secagg, update, distributed, dp-sgd`}},
+	{"privacy_none_dp_section.bad.yaml", []string{
+		"privacy_none_dp_section.bad.yaml:22: privacy.dp.z: set, but mode none uses no dp section; remove it",
+		"privacy_none_dp_section.bad.yaml:23: privacy.dp.epsilon: set, but mode none uses no dp section; remove it",
+	}},
+	{"privacy_update_secagg_section.bad.yaml", []string{"privacy_update_secagg_section.bad.yaml:22: privacy.secagg.k_min: set, but mode update uses no secagg section; remove it"}},
+	{"privacy_dpsgd_clip.bad.yaml", []string{"privacy_dpsgd_clip.bad.yaml:23: privacy.dp.clip: set, but mode dp-sgd does not use it (dp-sgd bounds each example's gradient, with dp.example_clip); remove it"}},
+	{"privacy_distributed_max_weight.bad.yaml", []string{"privacy_distributed_max_weight.bad.yaml:22: privacy.secagg.max_weight: set, but mode distributed does not use it (the distributed mode aggregates the unweighted mean); remove it"}},
+	{"privacy_update_missing.bad.yaml", []string{
+		"privacy_update_missing.bad.yaml:19: privacy.dp.z: required for privacy.mode update (> 0)",
+		"privacy_update_missing.bad.yaml:19: privacy.dp.clip: required for privacy.mode update (> 0)",
+		"privacy_update_missing.bad.yaml:19: privacy.dp.epsilon: required for privacy.mode update (> 0)",
+	}},
+	{"privacy_dp_ranges.bad.yaml", []string{
+		"privacy_dp_ranges.bad.yaml:22: privacy.dp.z: -1, want > 0 and finite",
+		"privacy_dp_ranges.bad.yaml:23: privacy.dp.clip: +Inf, want > 0 and finite",
+		"privacy_dp_ranges.bad.yaml:24: privacy.dp.delta: 1, want in (0, 1)",
+		"privacy_dp_ranges.bad.yaml:25: privacy.dp.epsilon: -3, want > 0 and finite",
+	}},
+	{"privacy_dp_grid.bad.yaml", []string{"privacy_dp_grid.bad.yaml:21: privacy.dp: dp: bad parameter: update: clip*scale = 1e+15, want at most 2^40"}},
+	{"privacy_secagg_ranges.bad.yaml", []string{
+		"privacy_secagg_ranges.bad.yaml:22: privacy.secagg.gamma: -2, want >= 0 (0: floor(n/3) of each round's sample)",
+		"privacy_secagg_ranges.bad.yaml:23: privacy.secagg.k_min: 1, want >= 2",
+		"privacy_secagg_ranges.bad.yaml:24: privacy.secagg.clip: -1, want > 0 and finite",
+		"privacy_secagg_ranges.bad.yaml:25: privacy.secagg.max_weight: 5000, want 1..1000 (round.max_examples_per_member)",
+		"privacy_secagg_ranges.bad.yaml:26: privacy.secagg.phase_deadline: 150ms is not a whole number of ticks (round.tick is 100ms)",
+	}},
+	{"privacy_secagg_phase_long.bad.yaml", []string{"privacy_secagg_phase_long.bad.yaml:22: privacy.secagg.phase_deadline: 2m0s, want from one tick (100ms) to round.deadline (1m0s)"}},
+	{"privacy_secagg_gamma.bad.yaml", []string{"privacy_secagg_gamma.bad.yaml:21: privacy.secagg: gamma 3 + k_min 2 = 5 is more than a round's 4 sampled members: no sum could ever be unmasked"}},
+	{"privacy_secagg_sample.bad.yaml", []string{"privacy_secagg_sample.bad.yaml:17: round: a round samples 2 members, want >= 3 under privacy.mode secagg (secure aggregation needs n >= 3"}},
+	{"privacy_secagg_wrap.bad.yaml", []string{"privacy_secagg_wrap.bad.yaml:21: privacy.secagg: members 4 x max_weight 1000000000 x clip 100 x scale 1e+09 = 4e+20, want <= 2^62: the encoded sum would wrap around 2^64"}},
+	{"privacy_secagg_median.bad.yaml", []string{"privacy_secagg_median.bad.yaml:20: strategy.name: median needs every participant's individual update, and under privacy.mode secagg secure aggregation reveals only their sum (PRIVACY.md section 3); use fedavg, fedavgm, fedadam, fedyogi or fedadagrad (strategy.clip_norm stays allowed: clipping happens before encoding)"}},
+	{"privacy_distributed_krum.bad.yaml", []string{"privacy_distributed_krum.bad.yaml:20: strategy.name: krum needs every participant's individual update, and under privacy.mode distributed secure aggregation reveals only their sum"}},
 
 	// Every problem is reported, not only the first.
 	{"several_errors.bad.yaml", []string{

@@ -62,10 +62,7 @@ func (m *Manifest) validate() []*FieldError {
 	trainingOK := m.validateTraining(&v)
 	m.validateRound(&v)
 	m.validateStrategy(&v, trainingOK)
-	if m.Privacy.Mode != PrivacyNone {
-		v.bad("privacy.mode", "%q is not supported by protocol version %d, want %q (secure aggregation and differential privacy are not available yet)",
-			m.Privacy.Mode, ProtocolVersion, PrivacyNone)
-	}
+	m.validatePrivacy(&v)
 	return v.errs
 }
 

@@ -1,0 +1,38 @@
+package member_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/member"
+	"github.com/globalbrain/globalbrain/member/membertest"
+	"github.com/globalbrain/globalbrain/node"
+)
+
+// The manifest accepts the secure-aggregation modes; until the round lands,
+// a member refuses to start in them, saying why.
+func TestSecAggNotWiredYet(t *testing.T) {
+	var ids []identity.PeerID
+	for i := range 3 {
+		ids = append(ids, identity.Derive(7, i).ID)
+	}
+	for _, mode := range []string{manifest.PrivacySecAgg, manifest.PrivacyDistributed} {
+		man := manifest.Example(ids)
+		man.Privacy.Mode = mode
+		if mode == manifest.PrivacyDistributed {
+			man.Privacy.DP = manifest.DP{Z: 1, Clip: 1, Epsilon: 3}
+		}
+		man.ApplyDefaults()
+		if err := man.Validate(); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		_, err := member.Open(context.Background(), member.Options{Identity: identity.Derive(7, 0), Manifest: man, StoreDir: t.TempDir(),
+			MemNet: node.NewMemNet(1), Trainer: membertest.FixedTrainer{Scale: 1}})
+		if err == nil || !strings.Contains(err.Error(), "secure aggregation is not wired yet") {
+			t.Errorf("%s: Open = %v, want secure aggregation not wired yet", mode, err)
+		}
+	}
+}
