@@ -73,6 +73,8 @@ type Config struct {
 	// 0 (the default) means the manifest's max_examples_per_member. It may
 	// only be lower than the manifest's.
 	MaxExamples int64 `yaml:"max_examples"`
+	// Privacy is this node's own privacy setting.
+	Privacy Privacy `yaml:"privacy"`
 
 	// Path is the file the configuration was read from ("" if none).
 	Path string `yaml:"-"`
@@ -103,6 +105,16 @@ type Data struct {
 	// Shards is the number of shards per member for partition shards,
 	// >= 1. Default 2.
 	Shards int `yaml:"shards"`
+}
+
+// Privacy is what a node may set about its own privacy: only a lower
+// budget than the manifest's.
+type Privacy struct {
+	// Epsilon lowers this node's privacy ceiling below the manifest's
+	// privacy.dp.epsilon; 0 (the default) keeps the manifest's. It may only
+	// be lower, and only under a privacy mode that keeps a budget (update,
+	// distributed, dp-sgd).
+	Epsilon float64 `yaml:"epsilon"`
 }
 
 // Default returns the configuration every parse starts from: the fields a
@@ -176,6 +188,9 @@ func (c *Config) validate() []*FieldError {
 	c.Data.validate(&v)
 	if c.MaxExamples < 0 {
 		v.bad("max_examples", "%d, want >= 0 (0: the manifest's cap)", c.MaxExamples)
+	}
+	if e := c.Privacy.Epsilon; !(e >= 0) || math.IsInf(e, 0) {
+		v.bad("privacy.epsilon", "%v, want >= 0 and finite (0: the manifest's privacy.dp.epsilon)", e)
 	}
 	return v.errs
 }
@@ -321,7 +336,28 @@ func (c *Config) CheckManifest(m *manifest.Manifest) error {
 	if c.MaxExamples > m.Round.MaxExamplesPerMember {
 		bad("max_examples %d is above the manifest's max_examples_per_member %d; a node may only claim less", c.MaxExamples, m.Round.MaxExamplesPerMember)
 	}
+	if e := c.Privacy.Epsilon; e > 0 {
+		switch {
+		case !m.Privacy.UsesDP():
+			bad("privacy.epsilon %v is set, but the manifest's privacy.mode %s keeps no privacy budget; remove it", e, m.Privacy.Mode)
+		case e > m.Privacy.DP.Epsilon:
+			bad("privacy.epsilon %v is above the manifest's privacy.dp.epsilon %v; a node may only lower its own budget", e, m.Privacy.DP.Epsilon)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// EpsilonCeiling is this node's privacy budget: privacy.epsilon, or the
+// manifest's privacy.dp.epsilon if that is lower or privacy.epsilon is 0.
+// It is 0 under a mode that keeps no budget.
+func (c *Config) EpsilonCeiling(m *manifest.Manifest) float64 {
+	if !m.Privacy.UsesDP() {
+		return 0
+	}
+	if e := c.Privacy.Epsilon; e > 0 && e < m.Privacy.DP.Epsilon {
+		return e
+	}
+	return m.Privacy.DP.Epsilon
 }
 
 // ExampleCap is the example count this node claims at most: max_examples,

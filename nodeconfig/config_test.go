@@ -84,6 +84,8 @@ var badFixtures = []yamltest.Bad{
 	{"alpha_zero.bad.yaml", []string{"alpha_zero.bad.yaml:5: data.alpha: 0, want > 0 for partition dirichlet"}},
 	{"shards_zero.bad.yaml", []string{"shards_zero.bad.yaml:5: data.shards: 0, want >= 1 for partition shards"}},
 	{"max_examples_negative.bad.yaml", []string{"max_examples_negative.bad.yaml:3: max_examples: -5, want >= 0"}},
+	{"privacy_epsilon_negative.bad.yaml", []string{"privacy_epsilon_negative.bad.yaml:4: privacy.epsilon: -1, want >= 0 and finite"}},
+	{"privacy_unknown_key.bad.yaml", []string{"privacy_unknown_key.bad.yaml:4: privacy.delta: unknown field, want one of epsilon"}},
 
 	// Every problem at once.
 	{"several.bad.yaml", []string{"several.bad.yaml: manifest: required", `several.bad.yaml:2: log_level: "loud" unknown`, "several.bad.yaml:3: max_examples: -1, want >= 0"}},
@@ -123,7 +125,7 @@ func TestDefaultsAndPaths(t *testing.T) {
 		t.Errorf("paths: %+v", f)
 	}
 	wantData := Data{Dataset: "fashion-mnist", Dir: filepath.Join(dir, "data"), Partition: "dirichlet", Members: 3, Index: 2, Seed: 7, Alpha: 0.3, Shards: 2}
-	if f.Data != wantData || f.MaxExamples != 15000 || f.LogLevel != "debug" || len(f.Listen) != 2 {
+	if f.Data != wantData || f.MaxExamples != 15000 || f.Privacy.Epsilon != 2 || f.LogLevel != "debug" || len(f.Listen) != 2 {
 		t.Errorf("values: %+v", f)
 	}
 	ps := f.Peers()
@@ -158,6 +160,56 @@ func TestCheckManifest(t *testing.T) {
 	m.Model.Height, m.Model.Width, m.Model.Channels = 32, 32, 3
 	if err := c.CheckManifest(m); err == nil || !strings.Contains(err.Error(), "the manifest's model 32x32x3") {
 		t.Errorf("shape mismatch: %v", err)
+	}
+}
+
+// A node may only lower its own privacy budget.
+func TestPrivacyCeiling(t *testing.T) {
+	var ids []identity.PeerID
+	for i := range 3 {
+		ids = append(ids, identity.Derive(1, i).ID)
+	}
+	m := manifest.Example(ids)
+	m.Privacy = manifest.Privacy{Mode: manifest.PrivacyUpdate, DP: manifest.DP{Z: 1, Clip: 1, Epsilon: 4}}
+	m.ApplyDefaults()
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	if err := c.CheckManifest(m); err != nil || c.EpsilonCeiling(m) != 4 {
+		t.Errorf("no privacy.epsilon: %v, ceiling %v, want the manifest's 4", err, c.EpsilonCeiling(m))
+	}
+	c.Privacy.Epsilon = 2.5
+	if err := c.CheckManifest(m); err != nil || c.EpsilonCeiling(m) != 2.5 {
+		t.Errorf("lower privacy.epsilon: %v, ceiling %v, want 2.5", err, c.EpsilonCeiling(m))
+	}
+	c.Privacy.Epsilon = 4
+	if err := c.CheckManifest(m); err != nil || c.EpsilonCeiling(m) != 4 {
+		t.Errorf("equal privacy.epsilon: %v, ceiling %v", err, c.EpsilonCeiling(m))
+	}
+	c.Privacy.Epsilon = 5
+	err := c.CheckManifest(m)
+	if !errors.Is(err, ErrManifestMismatch) || !strings.Contains(err.Error(), "privacy.epsilon 5 is above the manifest's privacy.dp.epsilon 4; a node may only lower its own budget") {
+		t.Errorf("higher privacy.epsilon: %v", err)
+	}
+	if got := c.EpsilonCeiling(m); got != 4 {
+		t.Errorf("ceiling with a higher privacy.epsilon %v, want the manifest's 4", got)
+	}
+	m = manifest.Example(ids)
+	c.Privacy.Epsilon = 1
+	if err := c.CheckManifest(m); err == nil || !strings.Contains(err.Error(), "privacy.epsilon 1 is set, but the manifest's privacy.mode none keeps no privacy budget") {
+		t.Errorf("privacy.epsilon under mode none: %v", err)
+	}
+
+	// The field parses from a file.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(path, []byte("manifest: m.yaml\nlisten: [/ip4/0.0.0.0/tcp/4001]\nprivacy:\n  epsilon: 1.5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(path)
+	if err != nil || f.Privacy.Epsilon != 1.5 {
+		t.Errorf("Load: %v, %+v", err, f)
 	}
 }
 

@@ -24,6 +24,8 @@
 //	  members: 3                        # the training set split in 3 ...
 //	  index: 0                          # ... and this node trains on part 0
 //	max_examples: 0                     # 0: the manifest's cap
+//	privacy:
+//	  epsilon: 0                        # 0: the manifest's ceiling; only lower
 //
 // Load reads a file strictly, with the engine of package internal/strictyaml:
 // unknown keys, duplicate keys, aliases, anchors, merge keys, values of the
@@ -37,5 +39,7 @@
 // psk_file, data.dir) are resolved against the directory of the file.
 //
 // Checks that need the manifest (the data set's shape against the model, the
-// example cap against the manifest's) are in CheckManifest.
+// example cap and the privacy ceiling against the manifest's: a node may
+// only lower either) are in CheckManifest; EpsilonCeiling is the node's
+// privacy budget.
 package nodeconfig
