@@ -93,6 +93,8 @@ func FromConfig(ctx context.Context, path string, f Flags) (*Member, error) {
 		Logger:    log,
 		Board:     board,
 		Joining:   !genesisMember,
+
+		EpsilonCeiling: cfg.EpsilonCeiling(man),
 	})
 	if err != nil {
 		if !errors.Is(err, net.ErrClosed) {

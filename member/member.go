@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -66,6 +67,11 @@ type Options struct {
 	// Board, if set, receives the node's status (a log handler built
 	// before the member reads it).
 	Board *node.Board
+	// EpsilonCeiling is the node's privacy budget (node.Config); 0: the
+	// manifest's.
+	EpsilonCeiling float64
+	// Rand is the privacy noise's randomness; nil: crypto/rand (tests).
+	Rand io.Reader
 }
 
 // Member is an assembled member.
@@ -154,6 +160,7 @@ func Open(ctx context.Context, o Options) (_ *Member, err error) {
 		Identity: o.Identity, Manifest: man, Genesis: o.Genesis, Gate: m.gate,
 		Store: st, Network: network, Trainer: o.Trainer, Logger: log,
 		Joining: o.Joining, Crash: o.Crash, Board: o.Board,
+		EpsilonCeiling: o.EpsilonCeiling, Rand: o.Rand,
 		OnApply: func(a node.Applied) {
 			if metrics != nil {
 				metrics.ObserveApplied(a)

@@ -25,6 +25,7 @@ type MemNet struct {
 	cut      map[[2]string]bool
 	rng      *rand.Rand
 	dropRate float64
+	tap      func(from identity.PeerID, msg []byte)
 }
 
 // memInbox bounds each member's inbox; a full inbox drops, as the libp2p host does.
@@ -138,7 +139,22 @@ func (c *memConn) Inbox() <-chan wire.Inbound { return c.end.inbox }
 // refuse; each receiver's gate judges membership.
 func (c *memConn) SetMembers([]identity.PeerID) {}
 
+// Tap calls f with every gossip message a member publishes, on the
+// publisher's goroutine, before any receiver sees it (tests: what a member
+// had persisted when it published).
+func (net *MemNet) Tap(f func(from identity.PeerID, msg []byte)) {
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	net.tap = f
+}
+
 func (c *memConn) Publish(_ context.Context, msg []byte) error {
+	c.net.mu.Lock()
+	tap := c.net.tap
+	c.net.mu.Unlock()
+	if tap != nil {
+		tap(c.self, msg)
+	}
 	for _, e := range c.net.route(c.self, nil, true) {
 		if v, _, m := e.gate.Validate(c.self, msg); v == wire.Accept {
 			c.net.deliver(e, wire.Inbound{Kind: wire.Gossip, From: c.self, Data: slices.Clone(msg), Msg: m})

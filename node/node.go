@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,13 @@ type Config struct {
 	// Crash, if set, is called at the loop's crash points; an error stops
 	// the loop right there, as a process dying at that instant (tests).
 	Crash func(point string) error
+	// EpsilonCeiling is this node's privacy budget under a mode that keeps
+	// one (update, dp-sgd): at most the manifest's privacy.dp.epsilon,
+	// which 0 (or a higher value) means.
+	EpsilonCeiling float64
+	// Rand is the randomness of the update mode's noise; nil: crypto/rand.
+	// Tests inject a seeded reader.
+	Rand io.Reader
 }
 
 // Crash points of the event loop.
@@ -150,6 +158,7 @@ type Node struct {
 
 	ticksLost atomic.Uint64
 	board     *Board
+	budget    *budget // the privacy budget; nil under a mode that keeps none
 }
 
 // Params derives the round protocol's parameters from a manifest.
@@ -213,6 +222,14 @@ func New(cfg Config) (*Node, error) {
 		blobRound: map[fedavg.Digest]uint64{}, raftPeer: map[uint64]identity.PeerID{}, board: cfg.Board}
 	if n.board == nil {
 		n.board = new(Board)
+	}
+	if n.budget, err = newBudget(cfg.Manifest, cfg.EpsilonCeiling, cfg.Store, cfg.Rand, len(g0.Weights)); err != nil {
+		return nil, err
+	}
+	if cfg.Manifest.Privacy.Mode == manifest.PrivacyDPSGD {
+		if _, ok := cfg.Trainer.(DPSGDTrainer); !ok {
+			return nil, errors.New("node: privacy.mode dp-sgd needs a DP-SGD trainer (node.DPSGDTrainer)")
+		}
 	}
 	n.setRaftPeers(p.Members)
 	n.setRaftPeers(m.Members())

@@ -22,6 +22,8 @@ type Status struct {
 	// (the whole record, both signed messages, is in its store).
 	Evidence []EvidenceSummary `json:"evidence,omitempty"`
 	Counters round.Counters    `json:"counters"`
+	// Privacy is the node's privacy budget, under a mode that keeps one.
+	Privacy *PrivacyStatus `json:"privacy,omitempty"`
 }
 
 // Board holds a node's latest Status for readers on other goroutines (the
@@ -66,6 +68,9 @@ func (n *Node) publishState() {
 	s := &Status{Peer: n.cfg.Identity.ID.String(), Round: st.Round, Phase: st.Phase, Applied: st.Applied.Round,
 		Model: st.Applied.Model.String(), Leader: st.IsLeader, Members: st.Members, Halted: st.Halted,
 		Alarms: append([]string(nil), n.alarms...), Evidence: append([]EvidenceSummary(nil), n.evidence...), Counters: st.Counters}
+	if n.budget != nil {
+		s.Privacy = n.budget.status()
+	}
 	if lead, ok := n.raftPeer[st.Leader]; ok {
 		s.LeaderID = lead.String()
 	}

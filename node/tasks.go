@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/privacy/dp"
 	"github.com/globalbrain/globalbrain/round"
 )
 
@@ -30,31 +32,62 @@ func (n *Node) loadModel(cached *fedavg.Global, d fedavg.Digest) (*fedavg.Global
 	return fedavg.Decode(b)
 }
 
+// train trains the member's update for the round and publishes it: the
+// blob stored and served, then the signed announcement. Under a privacy
+// mode with a budget, the round is charged and the charge persisted before
+// anything is stored or published, and a round past the ceiling is
+// declined (the update mode's noise is added after the charge, and only
+// the noisy update is ever stored).
 func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 	cached := n.model
 	n.async(ctx, func() func() {
+		decline := func(reason string) func() { return func() { n.m.Decline(t.Round, reason) } }
 		base, err := n.loadModel(cached, t.Base)
 		if err != nil {
 			n.log.Error("cannot train: base model; declining", "round", t.Round, "err", err)
-			return func() { n.m.Decline(t.Round) }
+			return decline("no base model")
 		}
 		cfg := n.strategy.Configure(t.Round, base)
+		var mech dp.Mechanism
+		var steps int64
+		if n.budget != nil {
+			// Known before training: a node past its budget does not train.
+			if mech, steps, err = n.budget.cost(n.cfg.Trainer, cfg); err == nil {
+				err = n.budget.check(mech, steps)
+			}
+			if err != nil {
+				return n.declineBudget(t.Round, err)
+			}
+		}
 		delta, examples, err := n.cfg.Trainer.Train(ctx, t.Round, base, cfg)
 		if err != nil {
 			if ctx.Err() == nil {
 				n.log.Error("training failed; declining", "round", t.Round, "err", err)
 			}
-			return func() { n.m.Decline(t.Round) }
+			return decline("training failed")
+		}
+		if n.budget != nil {
+			// Charged and persisted before anything derived from the data
+			// is stored or published; never refunded.
+			if err := n.budget.charge(mech, steps); err != nil {
+				return n.declineBudget(t.Round, err)
+			}
+			if n.budget.mode == manifest.PrivacyUpdate {
+				if delta, err = n.budget.addNoise(delta); err != nil {
+					n.log.Error("cannot add privacy noise; declining", "round", t.Round, "err", err)
+					return decline("privacy noise failed")
+				}
+			}
 		}
 		b := round.EncodeUpdate(delta)
 		if err := round.CheckUpdate(b, len(base.Weights)); err != nil {
 			n.log.Error("trained update fails the edge checks; declining", "round", t.Round, "err", err)
-			return func() { n.m.Decline(t.Round) }
+			return decline("update fails the edge checks")
 		}
 		d, err := n.cfg.Store.PutBlob(b) // persist before publish
 		if err != nil {
 			n.log.Error("cannot store update; declining", "round", t.Round, "err", err)
-			return func() { n.m.Decline(t.Round) }
+			return decline("cannot store the update")
 		}
 		n.gate.Serve(d)
 		return func() {
@@ -62,6 +95,22 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 			n.m.Trained(t.Round, d, int64(len(b)), examples)
 		}
 	})
+}
+
+// declineBudget declines a round the privacy budget does not allow (or
+// could not be charged for), saying so in the log, the status and the
+// signed Decline.
+func (n *Node) declineBudget(r uint64, err error) func() {
+	var be *BudgetError
+	if errors.As(err, &be) {
+		n.budget.declined()
+		n.log.Warn("privacy budget exhausted", "round", r, "epsilon_spent", be.Spent, "epsilon_next", be.Next,
+			"epsilon_ceiling", be.Ceiling, "delta", be.Delta)
+		reason := be.Error()
+		return func() { n.m.Decline(r, reason) }
+	}
+	n.log.Error("cannot charge the privacy budget; declining", "round", r, "err", err)
+	return func() { n.m.Decline(r, "privacy budget not charged") }
 }
 
 func (n *Node) fetch(ctx context.Context, f round.FetchTask) {

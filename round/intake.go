@@ -245,13 +245,15 @@ func (m *Machine) Trained(r uint64, d Digest, length, examples int64) {
 	m.BlobStored(d)
 }
 
-// Decline reports that this member will not train round r.
-func (m *Machine) Decline(r uint64) {
+// Decline reports that this member will not train round r, and why: the
+// reason travels in the signed Decline (Message.Reason), so the others can
+// see it (a privacy budget exhausted, a training failure).
+func (m *Machine) Decline(r uint64, reason string) {
 	if r != m.cur.round || m.cur.declined || m.cur.own != nil {
 		return
 	}
 	m.cur.declined = true
-	msg := &Message{Kind: KindDecline, Round: r}
+	msg := &Message{Kind: KindDecline, Round: r, Reason: reason}
 	m.gossip(msg)
 	_ = m.step(msg)
 }

@@ -8,6 +8,7 @@ package membertest
 
 import (
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -41,6 +42,14 @@ type Options struct {
 	Joiners []identity.Identity
 	// Trainers replace member i's FixedTrainer.
 	Trainers map[int]node.Trainer
+	// Privacy is the manifest's privacy section (defaults applied); zero:
+	// mode none.
+	Privacy manifest.Privacy
+	// Ceilings lower member i's privacy budget (member.Options.EpsilonCeiling).
+	Ceilings map[int]float64
+	// Rand, if set, makes member i's privacy noise randomness (seeded
+	// tests); nil: crypto/rand.
+	Rand func(i int) io.Reader
 }
 
 // Silent is a trainer that never returns until the member stops: a member
@@ -82,6 +91,10 @@ func MakeCluster(t testing.TB, o Options) *Cluster {
 		c.Manifest.Round.RetainRounds = o.Retain
 	}
 	c.Manifest.Round.Deadline = manifest.Duration(2 * time.Second)
+	if o.Privacy.Mode != "" {
+		c.Manifest.Privacy = o.Privacy
+		c.Manifest.ApplyDefaults()
+	}
 	if err := c.Manifest.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +122,14 @@ func (c *Cluster) Start(t testing.TB, i int) {
 		tr = c.o.Trainers[i]
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m, err := member.Open(ctx, member.Options{
+	o := member.Options{
 		Identity: c.IDs[i], Manifest: c.Manifest, StoreDir: c.Dirs[i], Store: store.Options{NoSync: true},
-		MemNet: c.Net, Trainer: tr, Joining: i >= c.genesis,
-	})
+		MemNet: c.Net, Trainer: tr, Joining: i >= c.genesis, EpsilonCeiling: c.o.Ceilings[i],
+	}
+	if c.o.Rand != nil {
+		o.Rand = c.o.Rand(i)
+	}
+	m, err := member.Open(ctx, o)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
