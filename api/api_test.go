@@ -256,6 +256,32 @@ globalbrain_round_events_total{event="stale_entry"} 4
 	if err != nil {
 		t.Error(err)
 	}
+	// The privacy budget, under a mode that keeps one (none here).
+	if n, _ := testutil.GatherAndCount(reg, "globalbrain_privacy_epsilon_spent"); n != 0 {
+		t.Errorf("privacy metrics without a budget: %d", n)
+	}
+	f.status.Privacy = &node.PrivacyStatus{Mode: "update", Delta: 1e-5, Ceiling: 8, Spent: 2.5, Rounds: 3, Declines: 1, Exhausted: true}
+	err = testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP globalbrain_privacy_declines_total Rounds this process declined because its privacy budget would be exceeded.
+# TYPE globalbrain_privacy_declines_total counter
+globalbrain_privacy_declines_total 1
+# HELP globalbrain_privacy_epsilon_ceiling This node's privacy budget: the most epsilon it will spend.
+# TYPE globalbrain_privacy_epsilon_ceiling gauge
+globalbrain_privacy_epsilon_ceiling 8
+# HELP globalbrain_privacy_epsilon_spent Epsilon this node spent at the manifest's delta, over every run of its store.
+# TYPE globalbrain_privacy_epsilon_spent gauge
+globalbrain_privacy_epsilon_spent 2.5
+# HELP globalbrain_privacy_exhausted 1 once this node declines rounds for its privacy budget.
+# TYPE globalbrain_privacy_exhausted gauge
+globalbrain_privacy_exhausted 1
+# HELP globalbrain_privacy_rounds_charged_total Rounds charged to this node's privacy budget, over every run of its store.
+# TYPE globalbrain_privacy_rounds_charged_total counter
+globalbrain_privacy_rounds_charged_total 3
+`), "globalbrain_privacy_declines_total", "globalbrain_privacy_epsilon_ceiling", "globalbrain_privacy_epsilon_spent",
+		"globalbrain_privacy_exhausted", "globalbrain_privacy_rounds_charged_total")
+	if err != nil {
+		t.Error(err)
+	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)
 	}

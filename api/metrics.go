@@ -46,6 +46,12 @@ import (
 //	globalbrain_accuracy                    gauge    test accuracy of the last evaluated model
 //	globalbrain_loss                        gauge    test loss of the last evaluated model
 //	globalbrain_accuracy_round              gauge    the round of that model
+//	globalbrain_privacy_epsilon_spent       gauge    epsilon this node spent (at the manifest's delta), over every run
+//	globalbrain_privacy_epsilon_ceiling     gauge    this node's privacy budget
+//	globalbrain_privacy_rounds_charged_total counter rounds charged to the budget, over every run
+//	globalbrain_privacy_declines_total      counter  rounds this process declined for the budget
+//	globalbrain_privacy_exhausted           gauge    1 once the node declines for its budget
+//	                                                 (the privacy metrics only under a mode that keeps a budget)
 type Metrics struct {
 	updates  *prometheus.CounterVec
 	applied  *prometheus.CounterVec
@@ -145,8 +151,14 @@ var (
 	descLoss         = prometheus.NewDesc("globalbrain_loss", "Test loss of the last evaluated global model.", nil, nil)
 	descAccuracyRnd  = prometheus.NewDesc("globalbrain_accuracy_round", "Round of the last evaluated global model.", nil, nil)
 	descRaftRefused  = prometheus.NewDesc("globalbrain_raft_refused_total", "Raft messages from other members refused at the Raft boundary before raft saw them, by reason (round.Raft* reasons).", []string{"reason"}, nil)
+	descEpsSpent     = prometheus.NewDesc("globalbrain_privacy_epsilon_spent", "Epsilon this node spent at the manifest's delta, over every run of its store.", nil, nil)
+	descEpsCeiling   = prometheus.NewDesc("globalbrain_privacy_epsilon_ceiling", "This node's privacy budget: the most epsilon it will spend.", nil, nil)
+	descPrivRounds   = prometheus.NewDesc("globalbrain_privacy_rounds_charged_total", "Rounds charged to this node's privacy budget, over every run of its store.", nil, nil)
+	descPrivDeclines = prometheus.NewDesc("globalbrain_privacy_declines_total", "Rounds this process declined because its privacy budget would be exceeded.", nil, nil)
+	descPrivExhaust  = prometheus.NewDesc("globalbrain_privacy_exhausted", "1 once this node declines rounds for its privacy budget.", nil, nil)
 	collectorMetrics = []*prometheus.Desc{descRound, descApplied, descMembers, descLeader, descAlarms, descHalted, descEvents, descRaftRefused,
-		descPeers, descBytesIn, descBytesOut, descCut, descAccuracy, descLoss, descAccuracyRnd}
+		descPeers, descBytesIn, descBytesOut, descCut, descAccuracy, descLoss, descAccuracyRnd,
+		descEpsSpent, descEpsCeiling, descPrivRounds, descPrivDeclines, descPrivExhaust}
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -192,6 +204,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, reason := range []string{round.RaftUnknownSender, round.RaftUnknownType, round.RaftLocalOnly, round.RaftNoTerm, round.RaftLearner,
 		round.RaftBadCommit, round.RaftBadAppend, round.RaftBadSnapshot, round.RaftPanic} {
 		counter(ch, descRaftRefused, float64(k.RaftRefused[reason]), reason)
+	}
+	if p := st.Privacy; p != nil {
+		gauge(ch, descEpsSpent, p.Spent)
+		gauge(ch, descEpsCeiling, p.Ceiling)
+		counter(ch, descPrivRounds, float64(p.Rounds))
+		counter(ch, descPrivDeclines, float64(p.Declines))
+		gauge(ch, descPrivExhaust, boolean(p.Exhausted))
 	}
 	connected := 0
 	for _, p := range c.src.peers(st) {

@@ -139,6 +139,12 @@ func printStatus(w io.Writer, st *api.Status) {
 		}
 		fmt.Fprintf(w, "  %s  %s\n", p.ID, state)
 	}
+	if p := st.Privacy; p != nil {
+		line("privacy", "%s: epsilon %.4g of %.4g spent at delta %g, %d rounds charged", p.Mode, p.Spent, p.Ceiling, p.Delta, p.Rounds)
+		if p.Exhausted {
+			fmt.Fprintf(w, "  ! privacy budget exhausted: declining rounds (%d declined by this run)\n", p.Declines)
+		}
+	}
 	c := st.Counters
 	line("counters", "stale entries %d, invalid entries %d, rejected messages %d, ignored messages %d, re-proposals %d",
 		c.StaleEntries, c.InvalidEntries, c.RejectedMessages, c.IgnoredMessages, c.Reproposals)

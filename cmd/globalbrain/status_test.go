@@ -25,7 +25,8 @@ func TestStatusCommand(t *testing.T) {
 			return node.Status{Peer: ids[0].String(), Round: 5, Phase: "collecting", Applied: 4, Model: "9f86d081884c7d65",
 				Members: 3, Alarms: []string{"round 3: invalid entry at index 12: bad digest"},
 				Counters: round.Counters{InvalidEntries: 1, Equivocations: 1, RaftRefused: map[string]uint64{round.RaftBadCommit: 2}},
-				Evidence: []node.EvidenceSummary{{Round: 3, Author: ids[2].String(), First: "aaaaaaaaaaaaaaaa", Second: "bbbbbbbbbbbbbbbb"}}}
+				Evidence: []node.EvidenceSummary{{Round: 3, Author: ids[2].String(), First: "aaaaaaaaaaaaaaaa", Second: "bbbbbbbbbbbbbbbb"}},
+				Privacy:  &node.PrivacyStatus{Mode: "update", Delta: 1e-5, Ceiling: 8, Spent: 7.25, Rounds: 12, Declines: 2, Exhausted: true}}
 		},
 		Members:   func() []identity.PeerID { return ids },
 		Connected: func(id identity.PeerID) bool { return identity.Compare(id, ids[1]) == 0 },
@@ -52,6 +53,8 @@ func TestStatusCommand(t *testing.T) {
 		"round 3: invalid entry at index 12: bad digest",
 		"refused   raft messages 2, excluded updates 0, equivocations 1",
 		"evidence: " + ids[2].String() + " announced aaaaaaaaaaaa and bbbbbbbbbbbb for round 3",
+		"privacy   update: epsilon 7.25 of 8 spent at delta 1e-05, 12 rounds charged",
+		"! privacy budget exhausted: declining rounds (2 declined by this run)",
 	} {
 		require.Contains(t, out, want)
 	}
