@@ -53,8 +53,10 @@ type PrivacyStatus struct {
 	// Declines counts the rounds this process declined for the budget.
 	Declines uint64 `json:"declines"`
 	// Exhausted is set once a round was declined because the next
-	// participation would pass the ceiling.
-	Exhausted bool `json:"exhausted,omitempty"`
+	// participation would pass the ceiling; FirstDeclined is that round
+	// (this process).
+	Exhausted     bool   `json:"exhausted,omitempty"`
+	FirstDeclined uint64 `json:"first_declined_round,omitempty"`
 }
 
 // ErrBudgetExhausted is what charging a participation that would pass the
@@ -94,6 +96,7 @@ type budget struct {
 	rounds    int64
 	declines  uint64
 	exhausted bool
+	first     uint64 // the first round declined for the budget
 }
 
 // newBudget loads the node's accountant from the store (empty on first
@@ -239,12 +242,14 @@ func (b *budget) charge(m dp.Mechanism, steps int64) error {
 	return nil
 }
 
-// declined notes a round declined for the budget.
-func (b *budget) declined() {
+// declined notes round r declined for the budget.
+func (b *budget) declined(r uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.declines++
-	b.exhausted = true
+	if !b.exhausted {
+		b.exhausted, b.first = true, r
+	}
 }
 
 // addNoise returns the update mode's release of delta: clipped to S, on
@@ -265,5 +270,15 @@ func (b *budget) status() *PrivacyStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return &PrivacyStatus{Mode: b.mode, Delta: b.delta, Ceiling: b.ceiling, Spent: b.spent, Rounds: b.rounds,
-		Declines: b.declines, Exhausted: b.exhausted}
+		Declines: b.declines, Exhausted: b.exhausted, FirstDeclined: b.first}
+}
+
+// Privacy returns the node's privacy budget as it stands (safe from any
+// goroutine; Status has it as of the loop's last step), nil under a mode
+// that keeps none.
+func (n *Node) Privacy() *PrivacyStatus {
+	if n.budget == nil {
+		return nil
+	}
+	return n.budget.status()
 }

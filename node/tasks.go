@@ -103,7 +103,7 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 func (n *Node) declineBudget(r uint64, err error) func() {
 	var be *BudgetError
 	if errors.As(err, &be) {
-		n.budget.declined()
+		n.budget.declined(r)
 		n.log.Warn("privacy budget exhausted", "round", r, "epsilon_spent", be.Spent, "epsilon_next", be.Next,
 			"epsilon_ceiling", be.Ceiling, "delta", be.Delta)
 		reason := be.Error()

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/globalbrain/globalbrain/fedavg"
+	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/manifest"
 	"github.com/globalbrain/globalbrain/train"
 	"github.com/globalbrain/globalbrain/train/local"
 )
@@ -29,6 +32,10 @@ type Config struct {
 	Target          float64 // test accuracy whose first crossing is reported
 	StopAtTarget    bool    // end the run at the first round reaching Target
 	Workers         int     // members trained at once; 0: one
+	// Privacy is the manifest's privacy section (Manifest applies its
+	// defaults); the zero value is mode none. Only full nodes run a
+	// privacy mode, not the direct loop.
+	Privacy manifest.Privacy
 }
 
 // DefaultConfig is the demo: 10 members, IID MNIST, the 2NN, FedAvg.
@@ -100,6 +107,15 @@ func (c Config) Validate() error {
 	if c.Workers < 0 {
 		bad("workers", "%d, want >= 0", c.Workers)
 	}
+	switch c.Privacy.Mode {
+	case "", manifest.PrivacyNone:
+	case manifest.PrivacyUpdate, manifest.PrivacyDPSGD:
+		errs = append(errs, c.privacyErrors()...)
+	case manifest.PrivacySecAgg, manifest.PrivacyDistributed:
+		bad("privacy", "%s: secure aggregation is not wired yet in this build", c.Privacy.Mode)
+	default:
+		bad("privacy", "%q unknown", c.Privacy.Mode)
+	}
 	if err := c.Strategy.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("sim: strategy: %w", err))
 	}
@@ -107,6 +123,39 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("sim: training: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// privacyErrors are the manifest's errors about the privacy section, as
+// the manifest Manifest builds would report them.
+func (c Config) privacyErrors() []error {
+	ids := make([]identity.PeerID, max(c.Members, manifest.MinVoters))
+	for i := range ids {
+		ids[i] = identity.Derive(c.Seed, i).ID
+	}
+	m := manifest.Example(ids)
+	m.Privacy = c.Privacy
+	m.ApplyDefaults()
+	err := m.Validate()
+	if err == nil {
+		return nil
+	}
+	all := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	}
+	var out []error
+	for _, e := range all {
+		var fe *manifest.FieldError
+		if errors.As(e, &fe) && strings.HasPrefix(fe.Field, "privacy") {
+			out = append(out, fmt.Errorf("sim: %w", e))
+		}
+	}
+	return out
+}
+
+// PrivacyOn reports whether the configuration runs a privacy mode.
+func (c Config) PrivacyOn() bool {
+	return c.Privacy.Mode != "" && c.Privacy.Mode != manifest.PrivacyNone
 }
 
 // SampleSize is k = max(min_participants, ceil(fraction x members)).

@@ -34,5 +34,9 @@ func (c Config) Manifest(members []Member, d *train.Dataset) (*manifest.Manifest
 	s := c.Strategy
 	m.Strategy = manifest.Strategy{Name: s.Strategy, ServerLR: s.ServerLR, Momentum: s.Momentum, Beta1: s.Beta1,
 		Beta2: s.Beta2, Tau: s.Tau, TrimFraction: s.TrimFraction, Byzantine: s.Byzantine, MultiKrumM: s.MultiKrumM, ClipNorm: s.ClipNorm}
+	if c.PrivacyOn() {
+		m.Privacy = c.Privacy
+		m.ApplyDefaults()
+	}
 	return m, m.Validate()
 }

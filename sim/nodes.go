@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,7 @@ type simNode struct {
 	cancel  context.CancelFunc
 	done    chan error
 	applied atomic.Uint64
+	live    atomic.Pointer[node.Node] // the node, read by other goroutines (its privacy budget)
 	down    bool
 	crashed atomic.Bool
 	port    int       // libp2p: the member's fixed loopback port
@@ -230,6 +232,9 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 	s.res.Elapsed = time.Since(start)
 	s.res.Traffic = s.traffic
 	s.res.CrashPointsFired = int(s.fired.Load())
+	s.mu.Lock()
+	s.notePrivacy()
+	s.mu.Unlock()
 	return s.res, nil
 }
 
@@ -294,6 +299,7 @@ func (s *nodeSim) startNode(ctx context.Context, sn *simNode, members []Member) 
 	sn.host = m.Host()
 	sn.mu.Unlock()
 	sn.m, sn.n, sn.done, sn.down = m, m.Node(), make(chan error, 1), false
+	sn.live.Store(sn.n)
 	sn.applied.Store(sn.n.Status().Applied) // a restarted member resumes where its store is
 	go func() { sn.done <- m.Run(ctx) }()
 	return nil
@@ -347,6 +353,8 @@ func (s *nodeSim) onApply(a node.Applied) {
 		return
 	}
 	s.decided[a.Round] = true
+	// The budgets are read first, before anyone can train the next round.
+	s.notePrivacy()
 	rr := RoundResult{Round: int(a.Round), Participants: len(a.Entry.Included), Sampled: s.c.SampleSize(),
 		NewModel: len(a.Entry.Included) > 0, Digest: a.Model.Digest().String()}
 	var lossSum float64
@@ -373,6 +381,9 @@ func (s *nodeSim) onApply(a node.Applied) {
 		}
 	}
 	rr.TestLoss, rr.TestAccuracy = met.Loss, met.Accuracy
+	if p := s.res.Privacy; p != nil {
+		rr.Epsilon, rr.Exhausted = p.Epsilon, len(p.Exhausted)
+	}
 	now := time.Now()
 	rr.Seconds = now.Sub(s.last).Seconds()
 	s.last = now
@@ -383,6 +394,36 @@ func (s *nodeSim) onApply(a node.Applied) {
 	}
 	if s.obs.Round != nil {
 		s.obs.Round(rr)
+	}
+}
+
+// notePrivacy folds the members' privacy budgets into the result: the
+// largest epsilon spent, and the members newly past their ceiling. Under
+// s.mu.
+func (s *nodeSim) notePrivacy() {
+	for _, sn := range s.nodes {
+		n := sn.live.Load()
+		if n == nil {
+			continue
+		}
+		st := n.Privacy()
+		if st == nil {
+			continue
+		}
+		p := s.res.Privacy
+		if p == nil {
+			p = &PrivacyResult{Mode: st.Mode, Delta: st.Delta, Ceiling: st.Ceiling}
+			s.res.Privacy = p
+		}
+		p.Epsilon = max(p.Epsilon, st.Spent)
+		p.Ceiling = max(p.Ceiling, st.Ceiling)
+		if st.Exhausted && !slices.ContainsFunc(p.Exhausted, func(b MemberBudget) bool { return b.Member == sn.idx }) {
+			b := MemberBudget{Member: sn.idx, Round: st.FirstDeclined, Spent: st.Spent}
+			p.Exhausted = append(p.Exhausted, b)
+			if s.obs.Exhausted != nil {
+				s.obs.Exhausted(b)
+			}
+		}
 	}
 }
 

@@ -31,6 +31,8 @@ type Summary struct {
 	TargetRound   int       `json:"target_round"`
 	Digest        string    `json:"digest"`
 	Seconds       float64   `json:"seconds"`
+	// Privacy is the privacy budget under a mode that keeps one.
+	Privacy *PrivacyResult `json:"privacy,omitempty"`
 }
 
 // WriteJSONL writes one JSON object per round, then a summary object.
@@ -46,6 +48,7 @@ func (r *Result) WriteJSONL(w io.Writer) error {
 		Strategy: r.Config.Strategy.Strategy, Members: r.Config.Members, Rounds: len(r.Rounds), Seed: r.Config.Seed,
 		FinalAccuracy: r.Metrics.Accuracy, FinalLoss: r.Metrics.Loss, F1: r.Metrics.F1,
 		Target: r.Config.Target, TargetRound: r.TargetRound, Digest: r.Final.Digest().String(), Seconds: r.Elapsed.Seconds(),
+		Privacy: r.Privacy,
 	})
 }
 

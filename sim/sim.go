@@ -48,6 +48,29 @@ type RoundResult struct {
 	NewModel     bool    `json:"new_model"`
 	Seconds      float64 `json:"seconds"`
 	Digest       string  `json:"digest"`
+	// Epsilon is the most epsilon any member has spent once the round is
+	// decided (privacy modes with a budget), at Result.Privacy.Delta.
+	Epsilon float64 `json:"epsilon,omitempty"`
+	// Exhausted counts the members that declined for their budget so far.
+	Exhausted int `json:"members_exhausted,omitempty"`
+}
+
+// PrivacyResult is a run's privacy budget: the largest epsilon a member
+// spent, at delta, and the members that reached their ceiling.
+type PrivacyResult struct {
+	Mode      string         `json:"mode"`
+	Delta     float64        `json:"delta"`
+	Ceiling   float64        `json:"epsilon_ceiling"`
+	Epsilon   float64        `json:"epsilon"`
+	Exhausted []MemberBudget `json:"exhausted,omitempty"`
+}
+
+// MemberBudget is a member that reached its privacy ceiling: from Round
+// on it declined.
+type MemberBudget struct {
+	Member int     `json:"member"`
+	Round  uint64  `json:"first_declined_round"`
+	Spent  float64 `json:"epsilon_spent"`
 }
 
 // Result is the outcome of a whole simulation.
@@ -61,12 +84,17 @@ type Result struct {
 	Traffic     map[string]p2p.Traffic // over libp2p: bytes by protocol, all members
 	// CrashPointsFired counts the Faults.CrashPoints that fired.
 	CrashPointsFired int
+	// Privacy is the privacy budget under a mode that keeps one, else nil.
+	Privacy *PrivacyResult
 }
 
 // Observer receives progress while a simulation runs. Either field may be nil.
 type Observer struct {
 	Trained func(round, done, total int) // a participant finished training; calls are serialised
 	Round   func(RoundResult)            // a round closed
+	// Exhausted: a member reached its privacy ceiling and declines from
+	// then on.
+	Exhausted func(MemberBudget)
 }
 
 // Members builds the consortium: identities derived from the seed and the
@@ -102,6 +130,9 @@ func Run(ctx context.Context, c Config, data Data, obs Observer) (*Result, error
 	start := time.Now()
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	if c.PrivacyOn() {
+		return nil, fmt.Errorf("sim: the direct loop runs no privacy mode (privacy %s): run the full nodes", c.Privacy.Mode)
 	}
 	strategy, err := fedavg.New(c.Strategy)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -44,6 +45,15 @@ func TestParseSimulateErrors(t *testing.T) {
 		{[]string{"--direct", "--drop", "0.1"}, "need the nodes"},
 		{[]string{"--transport", "carrier-pigeon"}, `-transport "carrier-pigeon"`},
 		{[]string{"--transport", "libp2p", "--drop", "0.1"}, "only -crash faults"},
+		{[]string{"--privacy", "dp"}, `-privacy "dp", want none, dp-update, dp-sgd, secagg or dp-distributed`},
+		{[]string{"--privacy", "secagg"}, "secure aggregation is not wired yet"},
+		{[]string{"--privacy", "dp-distributed", "--dp-z", "1"}, "secure aggregation is not wired yet"},
+		{[]string{"--privacy", "dp-update", "--dp-z", "1"}, "-privacy dp-update needs -dp-z, -dp-clip and -dp-epsilon"},
+		{[]string{"--privacy", "dp-update", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3", "--dp-example-clip", "1"}, "-dp-example-clip is dp-sgd's"},
+		{[]string{"--privacy", "dp-sgd", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3"}, "-dp-clip is dp-update's"},
+		{[]string{"--dp-z", "1"}, "the -dp-* flags need -privacy dp-update or dp-sgd"},
+		{[]string{"--privacy", "dp-update", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3", "--direct"}, "-privacy needs the nodes"},
+		{[]string{"--privacy", "dp-update", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3", "--dp-delta", "2"}, "privacy.dp.delta: 2, want in (0, 1)"},
 	} {
 		_, _, err := parseSimulate(tc.args, io.Discard)
 		require.Error(t, err, tc.args)
@@ -102,6 +112,27 @@ func TestSimulateOutput(t *testing.T) {
 	require.Equal(t, digest.FindString(out.String()), digest.FindString(nodesOut))
 	require.NotEmpty(t, digest.FindString(nodesOut))
 	require.FileExists(t, filepath.Join(dir, "rep", "accuracy.png"))
+}
+
+// TestSimulatePrivacy: a dp-update run prints the epsilon of every round,
+// the members that reach their budget, and the epsilon at the end.
+func TestSimulatePrivacy(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"simulate", "--members", "3", "--model", "logreg", "--rounds", "3",
+		"--lr", "0.05", "--out", filepath.Join(dir, "rep"), "--privacy", "dp-update", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "6"}, &out, io.Discard)
+	require.NoError(t, err)
+	s := out.String()
+	require.Contains(t, s, "privacy dp-update: z 1, clip 1, each member's budget epsilon 6\n")
+	require.Regexp(t, `round participants .* epsilon\n`, s)
+	require.Regexp(t, `\n\s+1\s+3/3\s.*\s4\.7287\n`, s)
+	require.Contains(t, s, "member 0 reached its privacy budget (epsilon 4.7287 spent, ceiling 6): it declines from round 2 on")
+	require.Regexp(t, `\n\s+2\s+0/3\s`, s)
+	require.Contains(t, s, "epsilon 4.7287 at delta 1e-05 (the most any member spent; budget 6)")
+	require.Contains(t, s, "3 of 3 members reached their privacy budget and stopped participating")
+	rep, err := os.ReadFile(filepath.Join(dir, "rep", "report.jsonl"))
+	require.NoError(t, err)
+	require.Contains(t, string(rep), `"privacy":{"mode":"update","delta":0.00001,"epsilon_ceiling":6,"epsilon":4.72`)
 }
 
 func TestBenchQuick(t *testing.T) {

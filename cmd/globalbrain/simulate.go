@@ -33,8 +33,23 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "simulating %d members as %s on %s (%s), model %s, strategy %s, C=%g E=%d B=%d lr=%g, seed %d\n",
 		c.Members, mode, c.Dataset, c.Partition, c.Model, c.Strategy.Strategy, c.Fraction, c.Strategy.Train.Epochs,
 		c.Strategy.Train.BatchSize, c.Strategy.Train.LR, c.Seed)
+	priv := c.PrivacyOn()
+	if priv {
+		p := c.Privacy
+		fmt.Fprintf(stdout, "privacy %s: z %g, ", o.privacy, p.DP.Z)
+		if p.DP.ExampleClip > 0 {
+			fmt.Fprintf(stdout, "example clip %g, ", p.DP.ExampleClip)
+		} else {
+			fmt.Fprintf(stdout, "clip %g, ", p.DP.Clip)
+		}
+		fmt.Fprintf(stdout, "each member's budget epsilon %g\n", p.DP.Epsilon)
+	}
 	if !quiet {
-		fmt.Fprintf(stdout, "%6s %12s %11s %10s %9s %8s  %s\n", "round", "participants", "train_loss", "test_loss", "test_acc", "seconds", "digest")
+		fmt.Fprintf(stdout, "%6s %12s %11s %10s %9s %8s  %s", "round", "participants", "train_loss", "test_loss", "test_acc", "seconds", "digest")
+		if priv {
+			fmt.Fprintf(stdout, "  %8s", "epsilon")
+		}
+		fmt.Fprintln(stdout)
 	}
 	progress := isTerminal(stderr)
 	obs := sim.Observer{
@@ -43,9 +58,17 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				fmt.Fprint(stderr, "\r\033[K")
 			}
 			if !quiet {
-				fmt.Fprintf(stdout, "%6d %12s %11.4f %10.4f %9.4f %8.2f  %s\n", rr.Round,
+				fmt.Fprintf(stdout, "%6d %12s %11.4f %10.4f %9.4f %8.2f  %s", rr.Round,
 					fmt.Sprintf("%d/%d", rr.Participants, rr.Sampled), rr.TrainLoss, rr.TestLoss, rr.TestAccuracy, rr.Seconds, rr.Digest[:12])
+				if priv {
+					fmt.Fprintf(stdout, "  %8.4f", rr.Epsilon)
+				}
+				fmt.Fprintln(stdout)
 			}
+		},
+		Exhausted: func(b sim.MemberBudget) {
+			fmt.Fprintf(stdout, "member %d reached its privacy budget (epsilon %.4f spent, ceiling %g): it declines from round %d on\n",
+				b.Member, b.Spent, c.Privacy.DP.Epsilon, b.Round)
 		},
 	}
 	if progress {
@@ -71,6 +94,12 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "report %s\nchart %s\nmodel digest %s\n", jsonl, chart, res.Final.Digest())
 	fmt.Fprintf(stdout, "final accuracy %.4f\n", res.Metrics.Accuracy)
+	if p := res.Privacy; p != nil {
+		fmt.Fprintf(stdout, "epsilon %.4f at delta %g (the most any member spent; budget %g)\n", p.Epsilon, p.Delta, p.Ceiling)
+		if n := len(p.Exhausted); n > 0 {
+			fmt.Fprintf(stdout, "%d of %d members reached their privacy budget and stopped participating\n", n, c.Members)
+		}
+	}
 	fmt.Fprintf(stdout, "elapsed %.1fs\n", time.Since(start).Seconds())
 	if preset != "" {
 		pct := fmt.Sprintf("%g%%", c.Target*100)

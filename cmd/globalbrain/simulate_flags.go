@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/globalbrain/globalbrain/manifest"
 	"github.com/globalbrain/globalbrain/sim"
 )
 
@@ -61,6 +62,51 @@ type simOptions struct {
 	direct      bool
 	transport   string
 	faults      sim.Faults
+	privacy     string // none, dp-update, dp-sgd (secagg, dp-distributed: not wired yet)
+	dp          manifest.DP
+}
+
+// privacyModes maps the simulate --privacy names to manifest modes.
+var privacyModes = map[string]string{
+	"none":           manifest.PrivacyNone,
+	"dp-update":      manifest.PrivacyUpdate,
+	"dp-sgd":         manifest.PrivacyDPSGD,
+	"secagg":         manifest.PrivacySecAgg,
+	"dp-distributed": manifest.PrivacyDistributed,
+}
+
+// privacyConfig turns --privacy and the --dp-* flags into the manifest's
+// privacy section.
+func (o *simOptions) privacyConfig() (manifest.Privacy, error) {
+	mode, ok := privacyModes[o.privacy]
+	if !ok {
+		return manifest.Privacy{}, fmt.Errorf("simulate: -privacy %q, want none, dp-update, dp-sgd, secagg or dp-distributed", o.privacy)
+	}
+	d := o.dp
+	switch mode {
+	case manifest.PrivacyNone:
+		if d != (manifest.DP{}) {
+			return manifest.Privacy{}, fmt.Errorf("simulate: the -dp-* flags need -privacy dp-update or dp-sgd")
+		}
+		return manifest.Privacy{Mode: mode}, nil
+	case manifest.PrivacySecAgg, manifest.PrivacyDistributed:
+		return manifest.Privacy{}, fmt.Errorf("simulate: -privacy %s: secure aggregation is not wired yet in this build", o.privacy)
+	case manifest.PrivacyUpdate:
+		if d.ExampleClip != 0 {
+			return manifest.Privacy{}, fmt.Errorf("simulate: -dp-example-clip is dp-sgd's; -privacy dp-update clips whole updates with -dp-clip")
+		}
+		if d.Z == 0 || d.Clip == 0 || d.Epsilon == 0 {
+			return manifest.Privacy{}, fmt.Errorf("simulate: -privacy dp-update needs -dp-z, -dp-clip and -dp-epsilon")
+		}
+	case manifest.PrivacyDPSGD:
+		if d.Clip != 0 {
+			return manifest.Privacy{}, fmt.Errorf("simulate: -dp-clip is dp-update's; -privacy dp-sgd clips each example's gradient with -dp-example-clip")
+		}
+		if d.Z == 0 || d.ExampleClip == 0 || d.Epsilon == 0 {
+			return manifest.Privacy{}, fmt.Errorf("simulate: -privacy dp-sgd needs -dp-z, -dp-example-clip and -dp-epsilon")
+		}
+	}
+	return manifest.Privacy{Mode: mode, DP: d}, nil
 }
 
 func simulateFlags(c *sim.Config, o *simOptions) *flag.FlagSet {
@@ -83,6 +129,12 @@ func simulateFlags(c *sim.Config, o *simOptions) *flag.FlagSet {
 		}
 		return err
 	})
+	fs.StringVar(&o.privacy, "privacy", "none", "privacy mode: none, dp-update (each member clips and noises its update), dp-sgd (DP-SGD local training); secagg and dp-distributed are not wired yet")
+	fs.Float64Var(&o.dp.Z, "dp-z", o.dp.Z, "noise multiplier z (dp-update, dp-sgd)")
+	fs.Float64Var(&o.dp.Clip, "dp-clip", o.dp.Clip, "L2 bound S of each update (dp-update)")
+	fs.Float64Var(&o.dp.ExampleClip, "dp-example-clip", o.dp.ExampleClip, "L2 bound of each example's gradient (dp-sgd)")
+	fs.Float64Var(&o.dp.Delta, "dp-delta", o.dp.Delta, "delta of the reported (epsilon, delta) (0: 1e-5)")
+	fs.Float64Var(&o.dp.Epsilon, "dp-epsilon", o.dp.Epsilon, "each member's privacy budget: past it a member declines rounds")
 	fs.StringVar(preset, "preset", "", "start from a preset: "+presetNames())
 	fs.StringVar(&c.Dataset, "dataset", c.Dataset, "data set: mnist or fashion-mnist")
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "directory holding the data set's IDX files (default: MNIST from the Go module cache, Fashion-MNIST from /usr/share/datasets/fashion-mnist)")
@@ -133,11 +185,18 @@ func parseSimulate(args []string, stderr io.Writer) (sim.Config, simOptions, err
 	}
 	fs := simulateFlags(&c, &o)
 	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return c, o, err
 	}
 	if fs.NArg() > 0 {
 		return c, o, fmt.Errorf("simulate: unexpected argument %q", fs.Arg(0))
+	}
+	if c.Privacy, err = o.privacyConfig(); err != nil {
+		return c, o, err
+	}
+	if o.direct && c.PrivacyOn() {
+		return c, o, fmt.Errorf("simulate: -privacy needs the nodes (each keeps its own budget); drop -direct")
 	}
 	if o.direct && (o.faults.Drop > 0 || len(o.faults.Crashes) > 0 || len(o.faults.Partitions) > 0) {
 		return c, o, fmt.Errorf("simulate: -drop, -crash and -cut need the nodes; drop -direct")

@@ -1,0 +1,58 @@
+package sim
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/privacy/dp"
+)
+
+// TestNodesPrivacyBudget: under the update mode every member charges each
+// round it takes part in, the report carries the epsilon per round, and a
+// member reaching its ceiling declines from then on (here all of them, at
+// once: the rounds after go by without updates).
+func TestNodesPrivacyBudget(t *testing.T) {
+	data := smallMNIST(t, 3000, 500)
+	c := smallConfig()
+	c.Members = 3
+	c.Rounds = 4
+	p := manifest.Privacy{Mode: manifest.PrivacyUpdate, DP: manifest.DP{Z: 1, Clip: 1, Delta: 1e-5}}
+	// The ceiling lets each member publish twice.
+	noise := dp.UpdateNoise{Z: 1, Clip: 1, Scale: manifest.DefaultDPScale}
+	dim := 28*28*10 + 10
+	a, err := dp.NewAccountant(nil)
+	require.NoError(t, err)
+	eps2, _, err := a.EpsilonAfter(1e-5, noise.Mechanism(dim), 2)
+	require.NoError(t, err)
+	eps3, _, err := a.EpsilonAfter(1e-5, noise.Mechanism(dim), 3)
+	require.NoError(t, err)
+	p.DP.Epsilon = (eps2 + eps3) / 2
+	c.Privacy = p
+	var exhausted []MemberBudget
+	res, err := RunNodes(context.Background(), c, data, Faults{}, Observer{Exhausted: func(b MemberBudget) { exhausted = append(exhausted, b) }})
+	require.NoError(t, err)
+	require.Len(t, res.Rounds, 4)
+	require.Equal(t, 3, res.Rounds[0].Participants)
+	require.Equal(t, 3, res.Rounds[1].Participants)
+	require.Equal(t, 0, res.Rounds[2].Participants, "every member is past its budget")
+	require.Greater(t, res.Rounds[1].Epsilon, res.Rounds[0].Epsilon)
+	require.InDelta(t, eps2, res.Rounds[3].Epsilon, 1e-9)
+	require.Equal(t, 3, res.Rounds[3].Exhausted)
+	require.NotNil(t, res.Privacy)
+	require.InDelta(t, eps2, res.Privacy.Epsilon, 1e-9)
+	require.Equal(t, 1e-5, res.Privacy.Delta)
+	require.Len(t, res.Privacy.Exhausted, 3)
+	require.Len(t, exhausted, 3)
+	for _, b := range exhausted {
+		require.Equal(t, uint64(3), b.Round)
+	}
+
+	// The direct loop keeps no budget.
+	_, err = Run(context.Background(), c, data, Observer{})
+	require.ErrorContains(t, err, "the direct loop runs no privacy mode")
+	c.Privacy = manifest.Privacy{Mode: manifest.PrivacySecAgg}
+	require.ErrorContains(t, c.Validate(), "secure aggregation is not wired yet")
+}
