@@ -2,10 +2,12 @@ package local
 
 import (
 	"context"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/privacy/dp"
 	"github.com/globalbrain/globalbrain/train"
 )
 
@@ -20,6 +22,18 @@ type Trainer struct {
 	Seed   uint64
 	Cap    int64             // max_examples_per_member, 0 for none
 	Models chan *train.Model // the pool; NewTrainer makes one of one model
+	// DPSGD, if set, makes every round's training record-level DP-SGD
+	// with these parameters (UpdateDPSGD); nil is plain SGD (Update),
+	// unchanged. Whoever publishes the update must first charge
+	// DPCharge(epochs) to the member's accountant.
+	DPSGD *dp.DPSGD
+	// DPKey is the member's secret (32 random bytes, say) from which,
+	// with Seed, ID and the round, DP-SGD draws its samples and noise
+	// (DPRand), so that retraining a round gives the same update. Empty:
+	// each training draws a fresh source from crypto/rand. It must not be
+	// shared: the guarantee needs the samples and the noise unknown to
+	// everyone else.
+	DPKey []byte
 	// Observe, if set, hears of every finished training.
 	Observe func(r uint64, u fedavg.Update, st train.TrainStats, took time.Duration)
 }
@@ -58,7 +72,7 @@ func (t *Trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fed
 	done := make(chan result, 1)
 	go func() {
 		defer func() { t.Models <- model }()
-		u, st, err := Update(model, g, t.Data, t.Part, t.ID, cfg, t.Seed, r, t.Cap)
+		u, st, err := t.update(model, r, g, cfg)
 		done <- result{u, st, err}
 	}()
 	select {
@@ -73,4 +87,18 @@ func (t *Trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fed
 		}
 		return res.u.Delta, res.u.Examples, nil
 	}
+}
+
+// update is one round's local training, plain or DP-SGD.
+func (t *Trainer) update(model *train.Model, r uint64, g *fedavg.Global, cfg fedavg.TrainConfig) (fedavg.Update, train.TrainStats, error) {
+	if t.DPSGD == nil {
+		return Update(model, g, t.Data, t.Part, t.ID, cfg, t.Seed, r, t.Cap)
+	}
+	var rng *mrand.Rand
+	if len(t.DPKey) > 0 {
+		rng = DPRand(t.DPKey, t.Seed, t.ID, r)
+	} else {
+		rng = secretRand()
+	}
+	return UpdateDPSGD(model, g, t.Data, t.Part, t.ID, cfg, *t.DPSGD, rng, r, t.Cap)
 }
