@@ -184,6 +184,9 @@ func (n *Node) carryOut(ctx context.Context, rd *round.Ready) {
 	if rd.Train != nil {
 		n.train(ctx, rd.Train)
 	}
+	for _, t := range rd.SecAgg {
+		n.secAggWork(ctx, t)
+	}
 	if rd.Sync != 0 {
 		n.sync(ctx, rd.Sync)
 	}

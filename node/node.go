@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -15,6 +16,7 @@ import (
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/manifest"
+	"github.com/globalbrain/globalbrain/privacy/secagg"
 	"github.com/globalbrain/globalbrain/round"
 	"github.com/globalbrain/globalbrain/wire"
 )
@@ -54,6 +56,7 @@ type Store interface {
 	// Put and List keep small records by bucket (evidence).
 	Put(bucket, key string, value []byte) error
 	List(bucket string) ([][]byte, error)
+	Delete(bucket, key string) error
 	SaveRaft(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error
 	LoadRaft() (*pb.HardState, *pb.Snapshot, []*pb.Entry, error)
 	// Apply persists an applied outcome; one at or below the last applied
@@ -109,8 +112,9 @@ type Config struct {
 	// one (update, dp-sgd): at most the manifest's privacy.dp.epsilon,
 	// which 0 (or a higher value) means.
 	EpsilonCeiling float64
-	// Rand is the randomness of the update mode's noise; nil: crypto/rand.
-	// Tests inject a seeded reader.
+	// Rand is the randomness of the update mode's noise and of secure
+	// aggregation's keys, secrets and nonces; nil: crypto/rand. Tests
+	// inject a seeded reader.
 	Rand io.Reader
 }
 
@@ -138,6 +142,8 @@ type Node struct {
 	m        *round.Machine
 	strategy fedavg.Strategy
 	gate     *round.Gate
+	secagg   *round.SecAggParams // nil: plain rounds
+	secMu    sync.Mutex          // the private secagg record (tasks run concurrently)
 
 	tickc   chan struct{}
 	results chan func()
@@ -163,13 +169,44 @@ type Node struct {
 
 // Params derives the round protocol's parameters from a manifest.
 func Params(m *manifest.Manifest, dim int) round.Params {
-	return round.Params{
+	p := round.Params{
 		Consortium: m.ConsortiumID(), Members: m.MemberIDs(), Voters: m.Voters(),
 		Fraction: m.Round.Fraction, MinParticipants: m.Round.MinParticipants, OverSelect: m.Round.OverSelect,
 		DeadlineTicks: m.DeadlineTicks(), ElectionTicks: m.Round.ElectionTicks,
 		MaxExamples: m.Round.MaxExamplesPerMember, UpdateBytes: 4 * int64(dim),
 		Aggregator: m.Strategy.Name + "/1", Rounds: uint64(m.Training.Rounds), RetainRounds: m.Round.RetainRounds,
 	}
+	if m.Privacy.Mode == manifest.PrivacySecAgg {
+		p.SecAgg = SecAggParams(m)
+	}
+	return p
+}
+
+// SecAggParams derives secure aggregation's parameters from a manifest,
+// defaults filled in.
+func SecAggParams(m *manifest.Manifest) *round.SecAggParams {
+	s := m.Privacy.SecAgg
+	p := &round.SecAggParams{Gamma: s.Gamma, KMin: s.KMin, Encoding: secagg.Encoding{Clip: s.Clip, Scale: s.Scale, MaxWeight: float64(s.MaxWeight)}}
+	if p.Gamma == 0 {
+		p.Gamma = -1 // floor(n/3)
+	}
+	if p.KMin == 0 {
+		p.KMin = 2
+	}
+	if p.Encoding.Clip == 0 {
+		p.Encoding.Clip = 1
+	}
+	if p.Encoding.Scale == 0 {
+		p.Encoding.Scale = 1 << 20
+	}
+	if p.Encoding.MaxWeight == 0 {
+		p.Encoding.MaxWeight = float64(m.Round.MaxExamplesPerMember)
+	}
+	p.PhaseTicks = m.DeadlineTicks() / 4
+	if tick := time.Duration(m.Round.Tick); s.PhaseDeadline > 0 && tick > 0 {
+		p.PhaseTicks = int(time.Duration(s.PhaseDeadline) / tick)
+	}
+	return p
 }
 
 // New builds a node from its store: a fresh member starts at genesis, a
@@ -216,7 +253,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, m: m, strategy: strategy, gate: cfg.Gate,
+	n := &Node{cfg: cfg, log: log, m: m, strategy: strategy, gate: cfg.Gate, secagg: p.SecAgg,
 		tickc: make(chan struct{}, tickBuffer), results: make(chan func(), resultBuffer), reqc: make(chan func()),
 		done: make(chan struct{}), fetches: make(chan struct{}, fetchParallel),
 		blobRound: map[fedavg.Digest]uint64{}, raftPeer: map[uint64]identity.PeerID{}, board: cfg.Board}
@@ -233,6 +270,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.setRaftPeers(p.Members)
 	n.setRaftPeers(m.Members())
+	n.wipeSecrets(last.Round) // a record of a decided round is wiped, even after a crash
 	// Blobs a previous run stored are collected like this run's once the
 	// window passes (raw updates must not stay on disk for ever); the
 	// genesis model is kept.

@@ -47,6 +47,9 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 			n.log.Error("cannot train: base model; declining", "round", t.Round, "err", err)
 			return decline("no base model")
 		}
+		if n.secagg != nil && n.keptUpdate(t.Round, t.Base) {
+			return func() { n.m.SecAggTrained(t.Round) } // kept before a restart: never trained again
+		}
 		cfg := n.strategy.Configure(t.Round, base)
 		var mech dp.Mechanism
 		var steps int64
@@ -83,6 +86,22 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 		if err := round.CheckUpdate(b, len(base.Weights)); err != nil {
 			n.log.Error("trained update fails the edge checks; declining", "round", t.Round, "err", err)
 			return decline("update fails the edge checks")
+		}
+		if n.secagg != nil {
+			// Under secure aggregation the update is never a blob: it
+			// stays in the private record until it is masked. Norm
+			// clipping is the participant's, before encoding: nobody
+			// else sees the update to clip it.
+			if c := n.cfg.Manifest.Strategy.ClipNorm; c > 0 {
+				if _, err := dp.ClipL2(delta, c); err != nil {
+					return decline("update cannot be clipped")
+				}
+			}
+			if err := n.keepPrivate(t.Round, t.Base, delta, examples); err != nil {
+				n.log.Error("cannot keep update; declining", "round", t.Round, "err", err)
+				return decline("cannot keep the update")
+			}
+			return func() { n.m.SecAggTrained(t.Round) }
 		}
 		d, err := n.cfg.Store.PutBlob(b) // persist before publish
 		if err != nil {
@@ -156,10 +175,16 @@ func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
 
 // outcome computes G(r) on base from the stored blobs; a missing blob is a
 // *round.MissingBlobError.
-func (n *Node) outcome(cached *fedavg.Global, base fedavg.Digest, r uint64, inc []*round.Message) (*fedavg.Global, error) {
+func (n *Node) outcome(cached *fedavg.Global, base fedavg.Digest, r uint64, inc []*round.Message, sa *round.SecAggView) (*fedavg.Global, error) {
 	g, err := n.loadModel(cached, base)
 	if err != nil {
 		return nil, err
+	}
+	if sa != nil {
+		return round.SecAggOutcome(n.strategy, g, n.m.Params().Consortium, n.secagg.Encoding, sa, func(d fedavg.Digest) ([]byte, bool) {
+			b, err := n.cfg.Store.Blob(d)
+			return b, err == nil
+		})
 	}
 	return round.Outcome(n.strategy, g, r, inc, n.cfg.Manifest.Round.MaxExamplesPerMember, func(d fedavg.Digest) ([]byte, bool) {
 		b, err := n.cfg.Store.Blob(d)
@@ -170,7 +195,7 @@ func (n *Node) outcome(cached *fedavg.Global, base fedavg.Digest, r uint64, inc 
 func (n *Node) aggregate(ctx context.Context, t *round.AggregateTask) {
 	cached := n.model
 	n.async(ctx, func() func() {
-		g, err := n.outcome(cached, t.Base, t.Round, t.Included)
+		g, err := n.outcome(cached, t.Base, t.Round, t.Included, t.SecAgg)
 		var d fedavg.Digest
 		if err == nil {
 			d = g.Digest()
@@ -194,7 +219,7 @@ func (n *Node) aggregate(ctx context.Context, t *round.AggregateTask) {
 func (n *Node) apply(ctx context.Context, t *round.ApplyTask) {
 	cached := n.model
 	n.async(ctx, func() func() {
-		g, err := n.outcome(cached, t.Entry.Base, t.Entry.Round, t.Entry.Included)
+		g, err := n.outcome(cached, t.Entry.Base, t.Entry.Round, t.Entry.Included, t.SecAgg)
 		if err != nil {
 			return func() { n.m.Applied(t, fedavg.Digest{}, err) }
 		}
@@ -209,6 +234,9 @@ func (n *Node) apply(ctx context.Context, t *round.ApplyTask) {
 			return n.fail(fmt.Errorf("node: apply round %d: %w", t.Entry.Round, err))
 		}
 		n.gate.Serve(d)
+		if n.secagg != nil {
+			n.wipeSecrets(t.Entry.Round) // the round is decided: its secrets and own update go
+		}
 		return func() {
 			n.model = g
 			n.blobRound[d] = t.Entry.Round

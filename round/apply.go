@@ -45,10 +45,16 @@ func (m *Machine) validate(e *Entry) error {
 		return fmt.Errorf("chain hash does not follow the applied outcome")
 	}
 	if e.Kind == EntryAbandon {
-		if e.Result != e.Base || len(e.Included) > 0 || len(e.Haves) > 0 {
+		if e.Result != e.Base || len(e.Included) > 0 || len(e.Haves) > 0 || len(e.Reveals) > 0 || len(e.Phases) > 0 {
 			return errors.New("abandon must keep the model and include nothing")
 		}
 		return nil
+	}
+	if m.secAggOn() {
+		return m.validateSecAgg(e)
+	}
+	if e.Kind != EntryCommit || len(e.Reveals) > 0 || len(e.Phases) > 0 {
+		return fmt.Errorf("a %s entry without secure aggregation", e.Kind)
 	}
 	if e.Aggregator != m.p.Aggregator {
 		return fmt.Errorf("aggregator %q, want %q", e.Aggregator, m.p.Aggregator)
@@ -79,7 +85,7 @@ func (m *Machine) validate(e *Entry) error {
 			return err
 		}
 	}
-	return m.checkHaves(e)
+	return m.checkHavesOf(e, e.Included)
 }
 
 // checkHaves is the part of validity that does not trust the proposer: every
@@ -87,9 +93,9 @@ func (m *Machine) validate(e *Entry) error {
 // voters, so at least one voter that is not the proposer vouches that the
 // blob exists and can be fetched (a proposer can no longer commit an update
 // nobody serves and leave every member waiting for it).
-func (m *Machine) checkHaves(e *Entry) error {
-	if len(e.Haves) > len(e.Included)*len(m.p.Voters) {
-		return fmt.Errorf("%d Haves for %d inclusions and %d voters", len(e.Haves), len(e.Included), len(m.p.Voters))
+func (m *Machine) checkHavesOf(e *Entry, named []*Message) error {
+	if len(e.Haves) > len(named)*len(m.p.Voters) {
+		return fmt.Errorf("%d Haves for %d inclusions and %d voters", len(e.Haves), len(named), len(m.p.Voters))
 	}
 	held := map[Digest]map[string]bool{}
 	for _, h := range e.Haves {
@@ -107,7 +113,7 @@ func (m *Machine) checkHaves(e *Entry) error {
 		}
 		held[h.Digest][string(h.Author)] = true
 	}
-	for _, a := range e.Included {
+	for _, a := range named {
 		if n := len(held[a.Digest]); n < m.p.Majority() {
 			return fmt.Errorf("the update of %s has Haves of %d voters, a majority is %d", a.Author.Short(), n, m.p.Majority())
 		}
@@ -122,7 +128,7 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	if m.pending == nil || t.Index != m.pending.Index {
 		return
 	}
-	if m.needMissing(err, t.Entry.Included, t.Entry.Haves...) {
+	if m.needMissing(err, append(slices.Clone(t.Entry.Included), t.Entry.Reveals...), t.Entry.Haves...) {
 		// Members never skip an entry for a missing blob: fetch it and
 		// hand the task out again once it is stored.
 		m.waitApply = true

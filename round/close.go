@@ -33,6 +33,7 @@ func (m *Machine) Tick() {
 		}
 		m.out.Gossip = append(m.out.Gossip, m.cur.myHaves...)
 	}
+	m.secAggTick(m.cur.ticks%max(m.p.DeadlineTicks/4, 1) == 0)
 	if m.IsLeader() {
 		m.idleTicks = 0 // a leader's own stall is for the others to judge
 	}
@@ -88,7 +89,7 @@ func (m *Machine) Aggregated(t *AggregateTask, result Digest, err error) {
 	if t.Round != m.cur.round || t.Base != m.st.Model {
 		return // a task of a decided round
 	}
-	if m.IsLeader() && m.needMissing(err, t.Included) {
+	if m.IsLeader() && m.needMissing(err, t.Included, aggHints(t)...) {
 		m.waitAgg = t // still aggregating: handed out again once the blobs are stored
 		return
 	}
@@ -106,7 +107,19 @@ func (m *Machine) Aggregated(t *AggregateTask, result Digest, err error) {
 	}
 	e := &Entry{Kind: EntryCommit, Round: t.Round, Base: t.Base, Prev: m.st.Chain, Included: t.Included,
 		Haves: m.inclusionHaves(t.Included), Aggregator: m.p.Aggregator, Result: result}
+	if t.SecAgg != nil {
+		e.Reveals, e.Haves, e.Phases = t.SecAgg.Reveals, m.inclusionHaves(t.SecAgg.Reveals), slices.Clone(m.cur.sa.digests)
+	}
 	m.propose(e)
+}
+
+// aggHints are the holders of the blobs a secure aggregation reads besides
+// the inputs: the revealers.
+func aggHints(t *AggregateTask) []*Message {
+	if t.SecAgg == nil {
+		return nil
+	}
+	return t.SecAgg.Reveals
 }
 
 func (m *Machine) propose(e *Entry) {
@@ -161,6 +174,10 @@ func (m *Machine) inclusionHaves(inc []*Message) []*Message {
 func (m *Machine) maybeClose() {
 	if !m.IsLeader() || m.leaderTerm != m.term() || m.halted != "" || m.Done() ||
 		m.pending != nil || len(m.queue) > 0 || m.cur.aggregating || m.cur.proposed >= 0 {
+		return
+	}
+	if m.cur.sa != nil {
+		m.maybeCloseSecAgg()
 		return
 	}
 	sample := m.Sample(m.cur.round)

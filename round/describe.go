@@ -49,6 +49,9 @@ func DescribeReady(rd *Ready) string {
 	if t := rd.Train; t != nil {
 		fmt.Fprintf(&b, "Train round=%d base=%s\n", t.Round, describeDigest(t.Base))
 	}
+	for _, t := range rd.SecAgg {
+		fmt.Fprintf(&b, "SecAgg %s round=%d base=%s\n", t.Phase, t.Round, describeDigest(t.Base))
+	}
 	if len(rd.Fetch) > 0 {
 		b.WriteString("Fetch:\n")
 		for _, f := range rd.Fetch {

@@ -75,6 +75,7 @@ func describedReady() *Ready {
 		},
 		Gossip:    []*Message{ann, have, att, dec, inv},
 		Train:     &TrainTask{Round: 3, Base: base},
+		SecAgg:    []*SecAggTask{{Phase: PhaseShares, Round: 3, Base: base}},
 		Fetch:     []FetchTask{{Digest: upd, From: a.ID, Size: 64}, {Digest: base, From: b.ID}},
 		Aggregate: &AggregateTask{Round: 3, Base: base, Included: []*Message{ann}},
 		Apply:     &ApplyTask{Index: 9, Term: 2, Entry: commit, Encoded: commit.Encode(), Chain: describeDigestOf("chain3")},
@@ -109,6 +110,7 @@ Gossip:
   decline round=3 author=csxrmq
   invalid round=3 author=5HgiVJ index=9 reason="base mismatch"
 Train round=3 base=cae66217
+SecAgg shares round=3 base=cae66217
 Fetch:
   2937013f from 5HgiVJ size=64
   cae66217 from csxrmq

@@ -18,6 +18,12 @@ type EntryKind string
 const (
 	EntryCommit  EntryKind = "commit"  // a round's outcome: the included updates and the resulting model
 	EntryAbandon EntryKind = "abandon" // a round closed without a new model: G(r) = G(r-1)
+
+	// The phase entries of a secure-aggregation round (secagg.go): each
+	// fixes one set of participants, and none changes the model.
+	EntryKeys   EntryKind = "sa-keys"   // U1 and their KeyAds
+	EntryShares EntryKind = "sa-shares" // U2, their share blobs and b-commitments
+	EntryUnmask EntryKind = "sa-unmask" // U3 and their masked inputs; D = U2 \ U3
 )
 
 // Entry is a typed entry of the Raft log. A log index is never a round number.
@@ -29,6 +35,8 @@ type Entry struct {
 	Included   []*Message `json:"included,omitempty"`   // commit: the announcements, verbatim, by peer ID
 	Haves      []*Message `json:"haves,omitempty"`      // commit: voters' signed Haves of each inclusion, by digest then author
 	Aggregator string     `json:"aggregator,omitempty"` // commit: the strategy configuration's name
+	Reveals    []*Message `json:"reveals,omitempty"`    // secagg commit: the t reveals the sum was unmasked with, by peer ID
+	Phases     []Digest   `json:"phases,omitempty"`     // secagg commit: digests of the round's Keys, Shares and Unmask entries
 	Result     Digest     `json:"result"`               // G(r)
 	Reason     string     `json:"reason,omitempty"`     // abandon: why
 }
@@ -51,7 +59,7 @@ func DecodeEntry(b []byte) (*Entry, error) {
 		return nil, fmt.Errorf("round: entry: %w", err)
 	}
 	switch e.Kind {
-	case EntryCommit, EntryAbandon:
+	case EntryCommit, EntryAbandon, EntryKeys, EntryShares, EntryUnmask:
 	default:
 		return nil, fmt.Errorf("round: entry kind %q", e.Kind)
 	}

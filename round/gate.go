@@ -37,6 +37,7 @@ type roundView struct {
 	sampled     map[string]bool
 	updateBytes int64
 	maxExamples int64
+	secagg      bool // plain announcements are refused; the phases' messages come from sampled members
 }
 
 // setRound hands the gate the round in progress.
@@ -75,8 +76,19 @@ func (g *Gate) checkRound(msg *Message) (wire.Verdict, string) {
 		if !v.sampled[author] {
 			return wire.Reject, wire.ReasonNotSampled
 		}
+	case KindKeyAd, KindShares, KindInput, KindReveal, KindEcho:
+		switch {
+		case !v.secagg:
+			return wire.Reject, wire.ReasonBadUpdate
+		case !v.sampled[author]:
+			return wire.Reject, wire.ReasonNotSampled
+		case msg.Kind != KindEcho && msg.Base != v.base:
+			return wire.Reject, wire.ReasonWrongBase
+		}
 	case KindAnnounce:
 		switch {
+		case v.secagg:
+			return wire.Reject, wire.ReasonBadUpdate // an update in the clear: never under secure aggregation
 		case !v.sampled[author]:
 			return wire.Reject, wire.ReasonNotSampled
 		case msg.Base != v.base:

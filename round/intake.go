@@ -90,7 +90,12 @@ func (m *Machine) step(msg *Message) error {
 		return nil // a neighbouring round's traffic: valid, nothing to do with it now
 	}
 	switch msg.Kind {
+	case KindKeyAd, KindShares, KindInput, KindEcho, KindReveal:
+		return m.stepSecAgg(msg)
 	case KindAnnounce:
+		if m.cur.sa != nil {
+			return fmt.Errorf("%w: an update in the clear under secure aggregation", ErrMalformed)
+		}
 		if err := m.checkAnnouncement(msg); err != nil {
 			return err
 		}
@@ -165,12 +170,14 @@ func (m *Machine) checkAnnouncement(a *Message) error {
 	return nil
 }
 
-func (m *Machine) want(d Digest, from identity.PeerID) {
+func (m *Machine) want(d Digest, from identity.PeerID) { m.wantSized(d, from, m.p.UpdateBytes) }
+
+func (m *Machine) wantSized(d Digest, from identity.PeerID, size int64) {
 	if m.cur.have[d] || m.cur.fetching[d] {
 		return
 	}
 	m.cur.fetching[d] = true
-	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from, Size: m.p.UpdateBytes})
+	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from, Size: size})
 }
 
 // BlobStored tells the Machine that a blob is stored and verified locally.
@@ -181,7 +188,7 @@ func (m *Machine) BlobStored(d Digest) {
 	}
 	m.cur.have[d] = true
 	delete(m.cur.fetching, d)
-	for _, a := range m.cur.anns {
+	for _, a := range m.roundAnnouncements() {
 		if a.Digest == d {
 			h := &Message{Kind: KindHave, Round: m.cur.round, Digest: d}
 			m.gossip(h)
@@ -191,6 +198,26 @@ func (m *Machine) BlobStored(d Digest) {
 		}
 	}
 	m.maybeClose()
+}
+
+// roundAnnouncements are the current round's announcements of blobs:
+// updates, or secure aggregation's share, input and reveal blobs.
+func (m *Machine) roundAnnouncements() []*Message {
+	var out []*Message
+	for _, a := range m.cur.anns {
+		out = append(out, a)
+	}
+	if sa := m.cur.sa; sa != nil {
+		for _, as := range sa.anns[PhaseShares:] {
+			for _, a := range as {
+				out = append(out, a)
+			}
+		}
+		for _, e := range sa.entries {
+			out = append(out, e.Included...)
+		}
+	}
+	return out
 }
 
 // BadBlob tells the Machine that the update blob d, fetched and matching

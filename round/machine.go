@@ -60,6 +60,7 @@ type roundState struct {
 	declined    bool
 	bad         map[string]string              // authors whose update blob failed CheckUpdate, with why
 	haveMsgs    map[Digest]map[string]*Message // voters' signed Haves (own included), carried in a Commit
+	sa          *saRound                       // secure aggregation's phases (nil: a plain round)
 }
 
 // Machine is one member's round state machine around an etcd raft RawNode.
@@ -261,7 +262,7 @@ func (m *Machine) syncGate() {
 			sampled[string(id)] = true
 		}
 		m.gate.setRound(&roundView{round: m.cur.round, base: m.st.Model, sampled: sampled,
-			updateBytes: m.p.UpdateBytes, maxExamples: m.p.MaxExamples})
+			updateBytes: m.p.UpdateBytes, maxExamples: m.p.MaxExamples, secagg: m.secAggOn()})
 	}
 	for _, e := range m.gate.takeEvidence() {
 		m.keepEvidence(e)
@@ -328,6 +329,14 @@ func (m *Machine) wantedStored(d Digest) {
 }
 
 func (m *Machine) resumeWaiting() {
+	if sa := m.cur.sa; sa != nil && sa.wait != nil {
+		t := sa.wait
+		sa.wait = nil
+		if t.Round == m.cur.round {
+			t.View = m.secAggView()
+			m.out.SecAgg = append(m.out.SecAgg, t)
+		}
+	}
 	if m.waitApply && m.pending != nil {
 		m.waitApply = false
 		m.out.Apply = m.pending
@@ -412,6 +421,7 @@ func (m *Machine) startRound() {
 		bad: map[string]string{}, haveMsgs: map[Digest]map[string]*Message{}}
 	m.roundMembers = slices.Clone(m.members)
 	m.cur.sample = m.Sample(r)
+	m.startSecAgg()
 	m.idleTicks, m.stalls = 0, 0
 	if keep := uint64(2*max(m.p.RetainRounds, 1) + 1); r > keep {
 		m.gate.prune(r - keep)

@@ -23,6 +23,13 @@ const (
 	KindDecline  Kind = "decline"  // a sampled member will not train this round
 	KindAttest   Kind = "attest"   // the author applied a round's outcome with this model digest
 	KindInvalid  Kind = "invalid"  // the author skipped an invalid entry
+
+	// Secure aggregation (PRIVACY.md section 1, secagg.go).
+	KindKeyAd  Kind = "sa-keys"   // phase 0: the author's two X25519 public keys for the round (Data)
+	KindShares Kind = "sa-shares" // phase 1: the author's share blob (Digest, Length) and b-commitment (Data)
+	KindInput  Kind = "sa-input"  // phase 2: the author's masked input blob (Digest, Length)
+	KindEcho   Kind = "sa-echo"   // phase 3: the author applied the Unmask entry with this digest
+	KindReveal Kind = "sa-reveal" // phase 3: the author's reveal blob (Digest, Length)
 )
 
 // MaxMessageBytes bounds an encoded gossip message; anything larger is malformed.
@@ -42,7 +49,8 @@ type Message struct {
 	Length   int64           `json:"length,omitempty"`   // announce: update bytes
 	Examples int64           `json:"examples,omitempty"` // announce: example count
 	Index    uint64          `json:"index,omitempty"`    // attest, invalid: log index
-	Reason   string          `json:"reason,omitempty"`   // invalid
+	Reason   string          `json:"reason,omitempty"`   // invalid, decline
+	Data     []byte          `json:"data,omitempty"`     // sa-keys: c.pub | s.pub; sa-shares: the b-commitment
 	Author   identity.PeerID `json:"author"`
 	Sig      []byte          `json:"sig"`
 
@@ -72,6 +80,11 @@ func (m *Message) signedBytes(consortium [32]byte) []byte {
 	binary.BigEndian.PutUint64(u[:], uint64(len(m.Reason)))
 	b.Write(u[:])
 	b.WriteString(m.Reason)
+	if len(m.Data) > 0 { // absent from the messages that carry none: their signatures are unchanged
+		binary.BigEndian.PutUint64(u[:], uint64(len(m.Data)))
+		b.Write(u[:])
+		b.Write(m.Data)
+	}
 	b.Write(m.Author)
 	return b.Bytes()
 }
@@ -123,9 +136,24 @@ func DecodeMessage(b []byte) (*Message, error) {
 		if m.Length <= 0 || m.Examples <= 0 {
 			return nil, fmt.Errorf("%w: announce with length %d, examples %d", ErrMalformed, m.Length, m.Examples)
 		}
-	case KindHave, KindDecline, KindAttest, KindInvalid:
+	case KindHave, KindDecline, KindAttest, KindInvalid, KindEcho:
+	case KindKeyAd:
+		if len(m.Data) != 2*keyLen {
+			return nil, fmt.Errorf("%w: sa-keys with %d bytes of keys, want %d", ErrMalformed, len(m.Data), 2*keyLen)
+		}
+	case KindShares:
+		if len(m.Data) != 32 || m.Length <= 0 {
+			return nil, fmt.Errorf("%w: sa-shares with a %d-byte commitment, length %d", ErrMalformed, len(m.Data), m.Length)
+		}
+	case KindInput, KindReveal:
+		if m.Length <= 0 {
+			return nil, fmt.Errorf("%w: %s with length %d", ErrMalformed, m.Kind, m.Length)
+		}
 	default:
 		return nil, fmt.Errorf("%w: kind %q", ErrMalformed, m.Kind)
+	}
+	if len(m.Data) > 0 && m.Kind != KindKeyAd && m.Kind != KindShares {
+		return nil, fmt.Errorf("%w: %s carries data", ErrMalformed, m.Kind)
 	}
 	if m.Round == 0 {
 		return nil, fmt.Errorf("%w: round 0", ErrMalformed)

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/privacy/secagg"
 )
 
 // Params are the consortium-wide protocol parameters every member derives
@@ -27,6 +28,29 @@ type Params struct {
 	RetainRounds    int    // a snapshot every RetainRounds rounds; the log is compacted behind it (0: never)
 	Aggregator      string // names the strategy configuration; entries must carry it
 	Rounds          uint64 // last round; 0: no end
+	// SecAgg, if set, runs every round as a secure aggregation
+	// (PRIVACY.md section 1, secagg.go).
+	SecAgg *SecAggParams
+}
+
+// SecAggParams are the secure-aggregation parameters.
+type SecAggParams struct {
+	Gamma      int // colluding participants tolerated; < 0: floor(n/3) of each sample
+	KMin       int // the fewest honest updates a revealed sum may contain, >= 2
+	PhaseTicks int // deadline of the keys, shares and reveal phases; the input phase has the round's
+	Encoding   secagg.Encoding
+}
+
+// Threshold is t = max(ceil(2n/3), gamma + k_min) for a sample of n, and
+// the gamma it used; ok is false when no secure aggregation is possible
+// (n < 3, or t > n).
+func (s *SecAggParams) Threshold(n int) (t, gamma int, ok bool) {
+	gamma = s.Gamma
+	if gamma < 0 {
+		gamma = n / 3
+	}
+	t = max((2*n+2)/3, gamma+s.KMin)
+	return t, gamma, n >= 3 && t <= n && t >= 2
 }
 
 // Validate checks the parameters.
@@ -59,6 +83,14 @@ func (p *Params) Validate() error {
 	}
 	if p.UpdateBytes <= 0 || p.UpdateBytes%4 != 0 {
 		errs = append(errs, fmt.Errorf("round: update length %d", p.UpdateBytes))
+	}
+	if s := p.SecAgg; s != nil {
+		if s.KMin < 2 || s.PhaseTicks < 2 {
+			errs = append(errs, fmt.Errorf("round: secagg k_min %d, phase %d ticks", s.KMin, s.PhaseTicks))
+		}
+		if err := s.Encoding.Validate(max(len(p.Members), 1)); err != nil {
+			errs = append(errs, fmt.Errorf("round: secagg encoding: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

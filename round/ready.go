@@ -31,6 +31,7 @@ type AggregateTask struct {
 	Round    uint64
 	Base     Digest
 	Included []*Message
+	SecAgg   *SecAggView // a secure aggregation: unmask the inputs' sum with the reveals
 }
 
 // ApplyTask asks the member to compute (for a commit), verify and persist a
@@ -42,6 +43,7 @@ type ApplyTask struct {
 	Entry   *Entry
 	Encoded []byte
 	Chain   Digest // the chain hash once this entry is applied
+	SecAgg  *SecAggView // a secure-aggregation Commit: the round's phases
 }
 
 // Ready is the work the Machine hands out. The caller carries it out in
@@ -56,6 +58,7 @@ type Ready struct {
 	Gossip   []*Message    // signed messages to publish
 
 	Train     *TrainTask
+	SecAgg    []*SecAggTask
 	Fetch     []FetchTask
 	Aggregate *AggregateTask
 	Apply     *ApplyTask
@@ -83,7 +86,7 @@ func (rd *Ready) Empty() bool {
 	return rd.HardState == nil && len(rd.Entries) == 0 && rd.Snapshot == nil && len(rd.Messages) == 0 &&
 		len(rd.Gossip) == 0 && rd.Train == nil && len(rd.Fetch) == 0 && rd.Aggregate == nil && rd.Apply == nil &&
 		len(rd.Alarms) == 0 && rd.raft == nil && rd.Install == nil && rd.Compact == nil && rd.Sync == 0 &&
-		rd.Members == nil && len(rd.Evidence) == 0
+		rd.Members == nil && len(rd.Evidence) == 0 && len(rd.SecAgg) == 0
 }
 
 // Ready returns the work to carry out now.
@@ -105,6 +108,9 @@ func (m *Machine) Ready() *Ready {
 		m.cur.trained = true
 		rd.Train = &TrainTask{Round: m.cur.round, Base: m.st.Model}
 	}
+	if m.pending == nil && len(m.queue) == 0 {
+		m.secAggTasks()
+	}
 	// Work queued while assembling this Ready goes out with it.
 	m.syncGate()
 	if rd.Members == nil {
@@ -116,6 +122,7 @@ func (m *Machine) Ready() *Ready {
 	rd.Gossip = append(rd.Gossip, m.out.Gossip...)
 	rd.Evidence = append(rd.Evidence, m.out.Evidence...)
 	rd.Fetch = append(rd.Fetch, m.out.Fetch...)
+	rd.SecAgg = append(rd.SecAgg, m.out.SecAgg...)
 	rd.Alarms = append(rd.Alarms, m.out.Alarms...)
 	if rd.Aggregate == nil {
 		rd.Aggregate = m.out.Aggregate
@@ -184,6 +191,9 @@ func (m *Machine) nextApply() *ApplyTask {
 			if m.IsLeader() && ent.GetTerm() == m.term() && m.leaderTerm != ent.GetTerm() {
 				m.leaderTerm = ent.GetTerm() // our term's empty entry applied: we may propose
 				m.cur.ticks, m.cur.proposed = 0, -1
+				if m.cur.sa != nil {
+					m.cur.sa.ticks = 0
+				}
 				m.out.Sync = m.cur.round
 			}
 			continue
@@ -209,7 +219,15 @@ func (m *Machine) nextApply() *ApplyTask {
 			continue
 		}
 		enc := ent.GetData()
+		switch e.Kind {
+		case EntryKeys, EntryShares, EntryUnmask:
+			m.applyPhase(enc, e)
+			continue
+		}
 		m.pending = &ApplyTask{Index: ent.GetIndex(), Term: ent.GetTerm(), Entry: e, Encoded: enc, Chain: ChainHash(m.st.Chain, enc)}
+		if e.Kind == EntryCommit && m.cur.sa != nil {
+			m.pending.SecAgg = m.commitView(e)
+		}
 		return m.pending
 	}
 	return nil

@@ -10,6 +10,19 @@ func (m *Machine) RoundMessages() []*Message {
 		out = append(out, a)
 	}
 	sortAnnouncements(out)
+	if sa := m.cur.sa; sa != nil {
+		for _, as := range sa.anns {
+			var ph []*Message
+			for _, a := range as {
+				ph = append(ph, a)
+			}
+			sortAnnouncements(ph)
+			out = append(out, ph...)
+		}
+		if sa.ownEcho != nil {
+			out = append(out, sa.ownEcho)
+		}
+	}
 	return append(out, m.cur.myHaves...)
 }
 
