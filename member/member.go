@@ -193,11 +193,11 @@ func Open(ctx context.Context, o Options) (_ *Member, err error) {
 }
 
 // checkPrivacyWired refuses a privacy mode this build's node cannot carry
-// out: the manifest accepts secure aggregation (secagg, distributed), but
-// the secure-aggregation round is not wired into the node yet.
+// out: the manifest accepts the distributed mode (secure aggregation of
+// Distributed Discrete Gaussian encodings), which the node does not run yet.
 func checkPrivacyWired(man *manifest.Manifest) error {
-	if man.Privacy.UsesSecAgg() {
-		return fmt.Errorf("member: privacy.mode %s: secure aggregation is not wired yet in this build; run with privacy.mode none, update or dp-sgd", man.Privacy.Mode)
+	if man.Privacy.Mode == manifest.PrivacyDistributed {
+		return fmt.Errorf("member: privacy.mode %s: distributed DP is not wired yet in this build; run with privacy.mode none, secagg, update or dp-sgd", man.Privacy.Mode)
 	}
 	return nil
 }

@@ -12,14 +12,14 @@ import (
 	"github.com/globalbrain/globalbrain/node"
 )
 
-// The manifest accepts the secure-aggregation modes; until the round lands,
-// a member refuses to start in them, saying why.
-func TestSecAggNotWiredYet(t *testing.T) {
+// The manifest accepts the distributed mode; until its encoding is wired,
+// a member refuses to start in it, saying why.
+func TestDistributedNotWiredYet(t *testing.T) {
 	var ids []identity.PeerID
 	for i := range 3 {
 		ids = append(ids, identity.Derive(7, i).ID)
 	}
-	for _, mode := range []string{manifest.PrivacySecAgg, manifest.PrivacyDistributed} {
+	for _, mode := range []string{manifest.PrivacyDistributed} {
 		man := manifest.Example(ids)
 		man.Privacy.Mode = mode
 		if mode == manifest.PrivacyDistributed {
@@ -31,8 +31,8 @@ func TestSecAggNotWiredYet(t *testing.T) {
 		}
 		_, err := member.Open(context.Background(), member.Options{Identity: identity.Derive(7, 0), Manifest: man, StoreDir: t.TempDir(),
 			MemNet: node.NewMemNet(1), Trainer: membertest.FixedTrainer{Scale: 1}})
-		if err == nil || !strings.Contains(err.Error(), "secure aggregation is not wired yet") {
-			t.Errorf("%s: Open = %v, want secure aggregation not wired yet", mode, err)
+		if err == nil || !strings.Contains(err.Error(), "distributed DP is not wired yet") {
+			t.Errorf("%s: Open = %v, want distributed DP not wired yet", mode, err)
 		}
 	}
 }

@@ -149,9 +149,10 @@ func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
 		if err == nil && fedavg.DigestBytes(b) != f.Digest {
 			err = fmt.Errorf("node: blob from %s does not match digest %s", f.From.Short(), f.Digest.String()[:12])
 		}
-		if err == nil && f.Size > 0 {
-			// An update: checked at the edge before it is stored or vouched for.
-			if bad := round.CheckUpdate(b, len(n.cfg.Genesis.Weights)); bad != nil {
+		if err == nil && f.Kind != "" {
+			// An update or a secagg blob: checked at the edge before it is
+			// stored or vouched for.
+			if bad := round.CheckBlob(f.Kind, r, b, len(n.cfg.Genesis.Weights)); bad != nil {
 				return func() {
 					n.log.Warn("update excluded", "digest", f.Digest.String()[:12], "from", f.From.Short(), "err", bad)
 					n.m.BadBlob(f.Digest, bad)

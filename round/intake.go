@@ -170,14 +170,16 @@ func (m *Machine) checkAnnouncement(a *Message) error {
 	return nil
 }
 
-func (m *Machine) want(d Digest, from identity.PeerID) { m.wantSized(d, from, m.p.UpdateBytes) }
+func (m *Machine) want(d Digest, from identity.PeerID) {
+	m.wantSized(d, from, m.p.UpdateBytes, KindAnnounce)
+}
 
-func (m *Machine) wantSized(d Digest, from identity.PeerID, size int64) {
+func (m *Machine) wantSized(d Digest, from identity.PeerID, size int64, kind Kind) {
 	if m.cur.have[d] || m.cur.fetching[d] {
 		return
 	}
 	m.cur.fetching[d] = true
-	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from, Size: size})
+	m.out.Fetch = append(m.out.Fetch, FetchTask{Digest: d, From: from, Size: size, Kind: kind})
 }
 
 // BlobStored tells the Machine that a blob is stored and verified locally.
@@ -227,8 +229,8 @@ func (m *Machine) roundAnnouncements() []*Message {
 // without waiting for it. The author pays, not the round.
 func (m *Machine) BadBlob(d Digest, why error) {
 	delete(m.cur.fetching, d)
-	for author, a := range m.cur.anns {
-		if a.Digest == d && m.cur.bad[author] == "" {
+	for _, a := range m.roundAnnouncements() {
+		if author := string(a.Author); a.Digest == d && m.cur.bad[author] == "" {
 			m.cur.bad[author] = why.Error()
 			m.Counters.ExcludedUpdates++
 			m.alarm("round %d: update of %s excluded: %s", m.cur.round, a.Author.Short(), clip(why.Error(), 200))

@@ -23,6 +23,10 @@ type FetchTask struct {
 	// Size is the blob's signed length (an update's announcement), 0 if
 	// unknown: a holder serving another length is refused.
 	Size int64
+	// Kind is the announcement that named the blob (KindAnnounce for an
+	// update, a secure-aggregation kind for its blobs; "" for a model),
+	// which says how the blob is checked at the edge (CheckBlob).
+	Kind Kind
 }
 
 // AggregateTask asks the leader to compute the outcome of the included
@@ -42,7 +46,7 @@ type ApplyTask struct {
 	Term    uint64 // the entry's Raft term: a leader whose own entry fails steps down
 	Entry   *Entry
 	Encoded []byte
-	Chain   Digest // the chain hash once this entry is applied
+	Chain   Digest      // the chain hash once this entry is applied
 	SecAgg  *SecAggView // a secure-aggregation Commit: the round's phases
 }
 

@@ -84,20 +84,20 @@ type SecAggTask struct {
 
 // saRound is what the member has seen of a secure-aggregation round.
 type saRound struct {
-	phase   SecAggPhase
-	ticks   int // ticks since the phase began (or leadership did)
-	t       int
-	gamma   int
-	anns    [4]map[string]*Message // by phase: KeyAds, share, input and reveal announcements, by author
-	entries []*Entry               // the applied Keys, Shares and Unmask entries
-	digests []Digest               // their digests
-	echoes  map[string]Digest      // U2 members' echoes of the Unmask
-	conflict string                // why this member will not reveal
-	own     [4]*Message            // own announcements, repeated until the phase closes
-	ownEcho *Message
-	trained bool // own update kept privately
-	asked   [4]bool
-	wait    *SecAggTask // a task waiting for wanted blobs
+	phase    SecAggPhase
+	ticks    int // ticks since the phase began (or leadership did)
+	t        int
+	gamma    int
+	anns     [4]map[string]*Message // by phase: KeyAds, share, input and reveal announcements, by author
+	entries  []*Entry               // the applied Keys, Shares and Unmask entries
+	digests  []Digest               // their digests
+	echoes   map[string]Digest      // U2 members' echoes of the Unmask
+	conflict string                 // why this member will not reveal
+	own      [4]*Message            // own announcements, repeated until the phase closes
+	ownEcho  *Message
+	trained  bool // own update kept privately
+	asked    [4]bool
+	wait     *SecAggTask // a task waiting for wanted blobs
 }
 
 func (m *Machine) secAggOn() bool { return m.p.SecAgg != nil }
@@ -282,7 +282,7 @@ func (m *Machine) stepSecAgg(msg *Message) error {
 	if prev, ok := sa.anns[phase][author]; ok {
 		if sameSecAgg(prev, msg) {
 			if msg.Digest != (Digest{}) && sa.phase == phase {
-				m.wantSized(msg.Digest, msg.Author, msg.Length)
+				m.wantSized(msg.Digest, msg.Author, msg.Length, msg.Kind)
 			}
 			return nil
 		}
@@ -300,7 +300,7 @@ func (m *Machine) stepSecAgg(msg *Message) error {
 	sa.anns[phase][author] = msg
 	if msg.Digest != (Digest{}) {
 		m.gate.Serve(msg.Digest)
-		m.wantSized(msg.Digest, msg.Author, msg.Length)
+		m.wantSized(msg.Digest, msg.Author, msg.Length, msg.Kind)
 	}
 	m.maybeClose()
 	return nil
@@ -387,6 +387,9 @@ func (m *Machine) phaseDeadline(p SecAggPhase) int {
 func (m *Machine) includableOf(anns map[string]*Message) []*Message {
 	var out []*Message
 	for _, a := range anns {
+		if m.cur.bad[string(a.Author)] != "" {
+			continue // its blob failed the edge checks
+		}
 		if a.Digest != (Digest{}) {
 			if !m.cur.have[a.Digest] {
 				continue
@@ -584,7 +587,7 @@ func (m *Machine) applyPhase(enc []byte, e *Entry) {
 	for _, a := range e.Included {
 		if a.Digest != (Digest{}) {
 			m.gate.Serve(a.Digest)
-			m.wantSized(a.Digest, a.Author, a.Length) // every member verifies the committed blobs
+			m.wantSized(a.Digest, a.Author, a.Length, a.Kind) // every member verifies the committed blobs
 		}
 	}
 	if sa.phase == PhaseReveal && m.inSet(sa.entries[1], m.self.ID) {

@@ -171,6 +171,27 @@ func DecodeRevealBlob(r uint64, b []byte) ([]RevealShare, error) {
 	return out, nil
 }
 
+// CheckBlob is the edge check of a blob an announcement of kind named for
+// round r, before it is stored or vouched for: an update decodes to dim
+// finite floats (CheckUpdate), a share or reveal blob parses exactly, a
+// masked input has dim+1 words.
+func CheckBlob(kind Kind, r uint64, b []byte, dim int) error {
+	var err error
+	switch kind {
+	case KindAnnounce:
+		err = CheckUpdate(b, dim)
+	case KindShares:
+		_, err = DecodeShareBlob(r, b)
+	case KindReveal:
+		_, err = DecodeRevealBlob(r, b)
+	case KindInput:
+		if len(b) != 8*(dim+1) {
+			err = fmt.Errorf("round: input blob of %d bytes, want %d", len(b), 8*(dim+1))
+		}
+	}
+	return err
+}
+
 // EncodeInput and DecodeInput convert a masked input to and from its blob.
 func EncodeInput(y []uint64) []byte {
 	b := make([]byte, 8*len(y))

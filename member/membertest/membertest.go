@@ -93,6 +93,15 @@ func MakeCluster(t testing.TB, o Options) *Cluster {
 	c.Manifest.Round.Deadline = manifest.Duration(2 * time.Second)
 	if o.Privacy.Mode != "" {
 		c.Manifest.Privacy = o.Privacy
+		if o.Privacy.Mode == manifest.PrivacySecAgg {
+			// Ticks here are as fast as the test loop (2 ms): give each
+			// of the four phases 300 ticks, as the round; a phase ends
+			// early once its whole set has answered.
+			c.Manifest.Round.Deadline = manifest.Duration(30 * time.Second)
+			if c.Manifest.Privacy.SecAgg.PhaseDeadline == 0 {
+				c.Manifest.Privacy.SecAgg.PhaseDeadline = c.Manifest.Round.Deadline
+			}
+		}
 		c.Manifest.ApplyDefaults()
 	}
 	if err := c.Manifest.Validate(); err != nil {
