@@ -119,9 +119,11 @@ func checkSecAgg(t *testing.T, c *membertest.Cluster, rounds, inputs int) {
 				}
 			}
 		}
-		priv, err := c.Store(i).List("secagg-private")
-		require.NoError(t, err)
-		require.Empty(t, priv, "member %d keeps secagg secrets of decided rounds", i)
+		for _, bucket := range []string{"secagg-private", "secagg-private-update"} {
+			priv, err := c.Store(i).List(bucket)
+			require.NoError(t, err)
+			require.Empty(t, priv, "member %d keeps %s of decided rounds", i, bucket)
+		}
 	}
 }
 
@@ -163,7 +165,7 @@ func TestSecAggRestartEachPhase(t *testing.T) {
 	for _, phase := range []string{"keys", "shares", "input", "reveal"} {
 		t.Run(phase, func(t *testing.T) {
 			const k = 4 // the member restarted
-			c := membertest.MakeCluster(t, membertest.Options{Members: 5, Rounds: 1, Privacy: manifest.PrivacySecAgg})
+			c := membertest.MakeCluster(t, membertest.Options{Members: 5, Rounds: 1, Privacy: manifest.Privacy{Mode: manifest.PrivacySecAgg}})
 			var saved record
 			c.RunUntil(t, func() bool {
 				r := privateRecord(t, c, k)

@@ -144,6 +144,7 @@ type Node struct {
 	gate     *round.Gate
 	secagg   *round.SecAggParams // nil: plain rounds
 	secMu    sync.Mutex          // the private secagg record (tasks run concurrently)
+	secCache *secrets            // the current round's record, as persisted; under secMu
 
 	tickc   chan struct{}
 	results chan func()

@@ -24,8 +24,14 @@ import (
 // those bytes, never new ones (a second input under the same masks would
 // leak the difference). The record is wiped when the round is decided.
 
-// secretsBucket is the private bucket: nothing in it is ever served.
-const secretsBucket = "secagg-private"
+// The private buckets: nothing in them is ever served. The own update is
+// kept apart from the small record, in binary (round, examples, then the
+// float32 coordinates, little-endian), so each phase reads and rewrites
+// only the record.
+const (
+	secretsBucket = "secagg-private"
+	updateBucket  = "secagg-private-update"
+)
 
 // published is an announcement made in a phase, to republish verbatim.
 type published struct {
@@ -39,9 +45,8 @@ type secrets struct {
 	Round    uint64        `json:"round"`
 	Base     fedavg.Digest `json:"base"`
 	Keys     []byte        `json:"keys,omitempty"`   // c and s private keys, 32 bytes each
-	B        []byte        `json:"b,omitempty"`      // the self-mask secret
-	Update   []byte        `json:"update,omitempty"` // the own update, float32 little-endian: never a blob
-	Examples int64         `json:"examples,omitempty"`
+	B        []byte        `json:"b,omitempty"`       // the self-mask secret
+	Updated  bool          `json:"updated,omitempty"` // the own update is kept in updateBucket: never a blob
 	Shares   *published    `json:"shares,omitempty"`
 	Input    *published    `json:"input,omitempty"`
 	Reveal   *published    `json:"reveal,omitempty"`
@@ -49,25 +54,37 @@ type secrets struct {
 
 func secretsKey(r uint64) string { return fmt.Sprintf("%020d", r) }
 
-// loadSecrets returns round r's record, a fresh one if there is none.
+// loadSecrets returns round r's record, a fresh one if there is none. The
+// store is read once per process; the record is then kept in memory,
+// and every change is written through (saveSecrets) before it is used.
+// Callers hold secMu.
 func (n *Node) loadSecrets(r uint64, base fedavg.Digest) (*secrets, error) {
+	if s := n.secCache; s != nil && s.Round == r {
+		if s.Base != base {
+			return nil, fmt.Errorf("node: private secagg record of round %d is for another base", r)
+		}
+		return s, nil
+	}
 	vs, err := n.cfg.Store.List(secretsBucket)
 	if err != nil {
 		return nil, err
 	}
+	s := &secrets{Round: r, Base: base}
 	for _, v := range vs {
-		var s secrets
-		if err := json.Unmarshal(v, &s); err != nil {
+		var rec secrets
+		if err := json.Unmarshal(v, &rec); err != nil {
 			return nil, fmt.Errorf("node: private secagg record: %w", err)
 		}
-		if s.Round == r {
-			if s.Base != base {
+		if rec.Round == r {
+			if rec.Base != base {
 				return nil, fmt.Errorf("node: private secagg record of round %d is for another base", r)
 			}
-			return &s, nil
+			s = &rec
+			break
 		}
 	}
-	return &secrets{Round: r, Base: base}, nil
+	n.secCache = s
+	return s, nil
 }
 
 func (n *Node) saveSecrets(s *secrets) error {
@@ -75,7 +92,29 @@ func (n *Node) saveSecrets(s *secrets) error {
 	if err != nil {
 		return err
 	}
-	return n.cfg.Store.Put(secretsBucket, secretsKey(s.Round), b)
+	if err := n.cfg.Store.Put(secretsBucket, secretsKey(s.Round), b); err != nil {
+		n.secCache = nil // the memory must never hold what the store does not
+		return err
+	}
+	return nil
+}
+
+// keptDelta reads round r's own update back from the private store.
+func (n *Node) keptDelta(r uint64) ([]float32, int64, error) {
+	vs, err := n.cfg.Store.List(updateBucket)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, v := range vs {
+		if len(v) >= 16 && len(v)%4 == 0 && binary.LittleEndian.Uint64(v) == r {
+			delta := make([]float32, (len(v)-16)/4)
+			for i := range delta {
+				delta[i] = math.Float32frombits(binary.LittleEndian.Uint32(v[16+4*i:]))
+			}
+			return delta, int64(binary.LittleEndian.Uint64(v[8:])), nil
+		}
+	}
+	return nil, 0, fmt.Errorf("node: no update kept for round %d", r)
 }
 
 // wipeSecrets deletes the records of the rounds up to r (decided).
@@ -90,10 +129,15 @@ func (n *Node) wipeSecrets(r uint64) {
 	for _, v := range vs {
 		var s secrets
 		if json.Unmarshal(v, &s) == nil && s.Round <= r {
-			if err := n.cfg.Store.Delete(secretsBucket, secretsKey(s.Round)); err != nil {
-				n.log.Warn("wipe private secagg record", "round", s.Round, "err", err)
+			for _, b := range []string{updateBucket, secretsBucket} { // the update first: the record says it is kept
+				if err := n.cfg.Store.Delete(b, secretsKey(s.Round)); err != nil {
+					n.log.Warn("wipe private secagg record", "round", s.Round, "err", err)
+				}
 			}
 		}
+	}
+	if n.secCache != nil && n.secCache.Round <= r {
+		n.secCache = nil
 	}
 }
 
@@ -105,14 +149,19 @@ func (n *Node) keepPrivate(r uint64, base fedavg.Digest, delta []float32, exampl
 	if err != nil {
 		return err
 	}
-	if s.Update != nil {
+	if s.Updated {
 		return nil // kept before a restart: the input, if any, was made from it
 	}
-	s.Update = make([]byte, 4*len(delta))
+	b := make([]byte, 16+4*len(delta))
+	binary.LittleEndian.PutUint64(b, r)
+	binary.LittleEndian.PutUint64(b[8:], uint64(examples))
 	for i, v := range delta {
-		binary.LittleEndian.PutUint32(s.Update[4*i:], math.Float32bits(v))
+		binary.LittleEndian.PutUint32(b[16+4*i:], math.Float32bits(v))
 	}
-	s.Examples = examples
+	if err := n.cfg.Store.Put(updateBucket, secretsKey(r), b); err != nil {
+		return err
+	}
+	s.Updated = true
 	return n.saveSecrets(s)
 }
 
@@ -121,7 +170,7 @@ func (n *Node) keptUpdate(r uint64, base fedavg.Digest) bool {
 	n.secMu.Lock()
 	defer n.secMu.Unlock()
 	s, err := n.loadSecrets(r, base)
-	return err == nil && s.Update != nil
+	return err == nil && s.Updated
 }
 
 func (n *Node) secAggWork(ctx context.Context, t *round.SecAggTask) {
@@ -210,14 +259,14 @@ func (n *Node) secAggPhase(t *round.SecAggTask) (*round.Message, error) {
 
 	case round.PhaseInput:
 		if s.Input == nil {
-			if s.Update == nil || len(s.B) != 32 {
+			if !s.Updated || len(s.B) != 32 {
 				return nil, errors.New("no update or self secret kept")
 			}
-			delta := make([]float32, len(s.Update)/4)
-			for i := range delta {
-				delta[i] = math.Float32frombits(binary.LittleEndian.Uint32(s.Update[4*i:]))
+			delta, examples, err := n.keptDelta(t.Round)
+			if err != nil {
+				return nil, err
 			}
-			enc, err := n.secagg.Encoding.Encode(float64(s.Examples), delta)
+			enc, err := n.secagg.Encoding.Encode(float64(examples), delta)
 			if err != nil {
 				return nil, err
 			}

@@ -109,10 +109,10 @@ func (c Config) Validate() error {
 	}
 	switch c.Privacy.Mode {
 	case "", manifest.PrivacyNone:
-	case manifest.PrivacyUpdate, manifest.PrivacyDPSGD:
+	case manifest.PrivacyUpdate, manifest.PrivacyDPSGD, manifest.PrivacySecAgg:
 		errs = append(errs, c.privacyErrors()...)
-	case manifest.PrivacySecAgg, manifest.PrivacyDistributed:
-		bad("privacy", "%s: secure aggregation is not wired yet in this build", c.Privacy.Mode)
+	case manifest.PrivacyDistributed:
+		bad("privacy", "%s: distributed DP is not wired yet in this build", c.Privacy.Mode)
 	default:
 		bad("privacy", "%q unknown", c.Privacy.Mode)
 	}

@@ -357,18 +357,22 @@ func (s *nodeSim) onApply(a node.Applied) {
 	s.notePrivacy()
 	rr := RoundResult{Round: int(a.Round), Participants: len(a.Entry.Included), Sampled: s.c.SampleSize(),
 		NewModel: len(a.Entry.Included) > 0, Digest: a.Model.Digest().String()}
-	var lossSum float64
+	var lossSum, weights float64
 	for _, inc := range a.Entry.Included {
 		rr.Examples += inc.Examples
+		// A masked input (secure aggregation) names no example count:
+		// its member's loss counts once.
+		w := float64(max(inc.Examples, 1))
 		for i, sn := range s.nodes {
 			if identity.Compare(sn.id.ID, inc.Author) == 0 {
 				if l, ok := s.losses.Load([2]uint64{a.Round, uint64(i)}); ok {
-					lossSum += l.(float64) * float64(inc.Examples)
+					lossSum += l.(float64) * w
+					weights += w
 				}
 			}
 		}
 	}
-	rr.TrainLoss = lossSum / float64(max(rr.Examples, 1))
+	rr.TrainLoss = lossSum / max(weights, 1)
 	var met train.Metrics
 	if !s.opts.noEval {
 		model := <-s.pool

@@ -53,6 +53,6 @@ func TestNodesPrivacyBudget(t *testing.T) {
 	// The direct loop keeps no budget.
 	_, err = Run(context.Background(), c, data, Observer{})
 	require.ErrorContains(t, err, "the direct loop runs no privacy mode")
-	c.Privacy = manifest.Privacy{Mode: manifest.PrivacySecAgg}
-	require.ErrorContains(t, c.Validate(), "secure aggregation is not wired yet")
+	c.Privacy = manifest.Privacy{Mode: manifest.PrivacyDistributed}
+	require.ErrorContains(t, c.Validate(), "distributed DP is not wired yet")
 }

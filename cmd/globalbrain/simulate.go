@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/globalbrain/globalbrain/manifest"
 	"github.com/globalbrain/globalbrain/sim"
 )
 
@@ -33,7 +34,10 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "simulating %d members as %s on %s (%s), model %s, strategy %s, C=%g E=%d B=%d lr=%g, seed %d\n",
 		c.Members, mode, c.Dataset, c.Partition, c.Model, c.Strategy.Strategy, c.Fraction, c.Strategy.Train.Epochs,
 		c.Strategy.Train.BatchSize, c.Strategy.Train.LR, c.Seed)
-	priv := c.PrivacyOn()
+	priv := c.PrivacyOn() && c.Privacy.Mode != manifest.PrivacySecAgg // a mode with a budget
+	if c.Privacy.Mode == manifest.PrivacySecAgg {
+		fmt.Fprintln(stdout, "privacy secagg: no member sees another's update, only each round's sum")
+	}
 	if priv {
 		p := c.Privacy
 		fmt.Fprintf(stdout, "privacy %s: z %g, ", o.privacy, p.DP.Z)

@@ -62,7 +62,7 @@ type simOptions struct {
 	direct      bool
 	transport   string
 	faults      sim.Faults
-	privacy     string // none, dp-update, dp-sgd (secagg, dp-distributed: not wired yet)
+	privacy     string // none, secagg, dp-update, dp-sgd (dp-distributed: not wired yet)
 	dp          manifest.DP
 }
 
@@ -89,8 +89,13 @@ func (o *simOptions) privacyConfig() (manifest.Privacy, error) {
 			return manifest.Privacy{}, fmt.Errorf("simulate: the -dp-* flags need -privacy dp-update or dp-sgd")
 		}
 		return manifest.Privacy{Mode: mode}, nil
-	case manifest.PrivacySecAgg, manifest.PrivacyDistributed:
-		return manifest.Privacy{}, fmt.Errorf("simulate: -privacy %s: secure aggregation is not wired yet in this build", o.privacy)
+	case manifest.PrivacySecAgg:
+		if d != (manifest.DP{}) {
+			return manifest.Privacy{}, fmt.Errorf("simulate: -privacy secagg adds no noise: the -dp-* flags need -privacy dp-update or dp-sgd")
+		}
+		return manifest.Privacy{Mode: mode}, nil
+	case manifest.PrivacyDistributed:
+		return manifest.Privacy{}, fmt.Errorf("simulate: -privacy %s: distributed DP is not wired yet in this build", o.privacy)
 	case manifest.PrivacyUpdate:
 		if d.ExampleClip != 0 {
 			return manifest.Privacy{}, fmt.Errorf("simulate: -dp-example-clip is dp-sgd's; -privacy dp-update clips whole updates with -dp-clip")
@@ -129,7 +134,7 @@ func simulateFlags(c *sim.Config, o *simOptions) *flag.FlagSet {
 		}
 		return err
 	})
-	fs.StringVar(&o.privacy, "privacy", "none", "privacy mode: none, dp-update (each member clips and noises its update), dp-sgd (DP-SGD local training); secagg and dp-distributed are not wired yet")
+	fs.StringVar(&o.privacy, "privacy", "none", "privacy mode: none, dp-update (each member clips and noises its update), dp-sgd (DP-SGD local training), secagg (secure aggregation: no member sees another's update); dp-distributed is not wired yet")
 	fs.Float64Var(&o.dp.Z, "dp-z", o.dp.Z, "noise multiplier z (dp-update, dp-sgd)")
 	fs.Float64Var(&o.dp.Clip, "dp-clip", o.dp.Clip, "L2 bound S of each update (dp-update)")
 	fs.Float64Var(&o.dp.ExampleClip, "dp-example-clip", o.dp.ExampleClip, "L2 bound of each example's gradient (dp-sgd)")
