@@ -199,8 +199,10 @@ func TestBudgetNotRefundedAcrossRestart(t *testing.T) {
 	c.Stop(0)
 	c.Start(t, 0)
 	after := c.Node(0).Status().Privacy
-	require.Equal(t, before.Rounds, after.Rounds, "rounds charged read back after a restart")
-	require.Equal(t, before.Spent, after.Spent, "epsilon spent read back after a restart")
+	// Member 0 may have charged round 3 between the status read and the
+	// stop: never less than before, never refunded.
+	require.GreaterOrEqual(t, after.Rounds, before.Rounds, "rounds charged read back after a restart")
+	require.GreaterOrEqual(t, after.Spent, before.Spent, "epsilon spent read back after a restart")
 	c.RunUntil(t, func() bool { return c.AllApplied(4) })
 	final := c.Node(0).Status().Privacy
 	require.Greater(t, final.Spent, after.Spent)

@@ -124,6 +124,9 @@ const (
 	CrashAfterPersist  = "ready.after-persist"
 	CrashAfterPublish  = "ready.after-publish"
 	CrashAfterAdvance  = "ready.after-advance"
+	// CrashSecAgg + a phase name (keys, shares, input, reveal): a
+	// participant's phase work is persisted, not yet published.
+	CrashSecAgg = "secagg."
 )
 
 // Bounds of the loop's inputs.

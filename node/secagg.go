@@ -181,6 +181,10 @@ func (n *Node) secAggWork(ctx context.Context, t *round.SecAggTask) {
 				n.m.SecAggFailed(t, err)
 				return
 			}
+			if err := n.crash(CrashSecAgg + t.Phase.String()); err != nil {
+				n.stop = err
+				return
+			}
 			n.m.SecAggDone(t, msg)
 		}
 	})

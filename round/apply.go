@@ -153,6 +153,7 @@ func (m *Machine) Applied(t *ApplyTask, model Digest, err error) {
 	}
 	m.snapDue = true // after Advance: the entry must be in storage first
 	m.startRound()
+	m.stepEarly()
 }
 
 // checkAttestations applies the halt rule: a member whose applied digest for

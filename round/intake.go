@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
@@ -87,6 +88,9 @@ func (m *Machine) step(msg *Message) error {
 		return nil
 	}
 	if msg.Round != m.cur.round {
+		if msg.Round == m.cur.round+1 {
+			m.keepEarly(msg)
+		}
 		return nil // a neighbouring round's traffic: valid, nothing to do with it now
 	}
 	switch msg.Kind {
@@ -122,6 +126,44 @@ func (m *Machine) step(msg *Message) error {
 	}
 	m.maybeClose()
 	return nil
+}
+
+// maxEarly bounds the messages kept per author for the next round.
+const maxEarly = 16
+
+// keepEarly keeps a verified message of the next round, which members
+// that applied the current round before this one did are already sending:
+// it is stepped when the round starts, rather than heard only when it is
+// repeated, a quarter deadline later.
+func (m *Machine) keepEarly(msg *Message) {
+	if m.early == nil {
+		m.early = map[string][]*Message{}
+	}
+	if a := string(msg.Author); len(m.early[a]) < maxEarly {
+		m.early[a] = append(m.early[a], msg)
+	}
+}
+
+// stepEarly steps the kept messages of the round that just started.
+func (m *Machine) stepEarly() {
+	early := m.early
+	m.early = nil
+	for _, a := range sortedKeys(early) {
+		for _, msg := range early[a] {
+			if msg.Round == m.cur.round {
+				_ = m.Step(msg)
+			}
+		}
+	}
+}
+
+func sortedKeys(ms map[string][]*Message) []string {
+	out := make([]string, 0, len(ms))
+	for k := range ms {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // recordHave notes a signed Have of the current round (a voter's, or this

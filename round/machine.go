@@ -103,6 +103,7 @@ type Machine struct {
 	// wanted are blobs a waiting task needs (an apply, an aggregation, an
 	// installed snapshot's model): fetched, and fetched again on a tick
 	// after a failure, until stored; then the tasks are handed out again.
+	early       map[string][]*Message // verified messages of the next round, by author (keepEarly)
 	wanted      map[Digest]*want
 	waitApply   bool           // the pending ApplyTask waits for wanted blobs
 	waitAgg     *AggregateTask // an AggregateTask waiting for wanted blobs

@@ -361,7 +361,7 @@ func (m *Machine) secAggTick(repeat bool) {
 		return
 	}
 	sa.ticks++
-	if repeat {
+	if q := max(m.p.SecAgg.PhaseTicks/4, 1); repeat || sa.ticks%q == 0 {
 		for p, own := range sa.own {
 			if own != nil && SecAggPhase(p) >= sa.phase {
 				m.out.Gossip = append(m.out.Gossip, own)

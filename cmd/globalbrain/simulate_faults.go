@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/globalbrain/globalbrain/node"
 	"github.com/globalbrain/globalbrain/sim"
 )
 
@@ -29,6 +30,39 @@ func parseCrash(v string) (sim.Crash, error) {
 		}
 	}
 	return cr, nil
+}
+
+// parseDropPhase parses PHASE:I@R[:T]: member I is killed in the secure
+// aggregation phase PHASE (keys, shares, input, reveal) the R-th time it
+// reaches it (round R when it took part in every round), right after it
+// persisted its work and before it published it, and restarts T ticks
+// later (default 100: it misses the phase and drops out of the round).
+func parseDropPhase(v string) (sim.CrashPoint, error) {
+	phase, rest, ok := strings.Cut(v, ":")
+	switch phase {
+	case "keys", "shares", "input", "reveal":
+	default:
+		return sim.CrashPoint{}, fmt.Errorf("phase %q: want keys, shares, input or reveal (PHASE:I@R[:T])", phase)
+	}
+	if !ok {
+		return sim.CrashPoint{}, fmt.Errorf("want PHASE:I@R[:T], got %q", v)
+	}
+	who, r, ok := strings.Cut(rest, "@")
+	if !ok {
+		return sim.CrashPoint{}, fmt.Errorf("want PHASE:I@R[:T], got %q", v)
+	}
+	cr, err := parseCrash(who + "@" + r)
+	if err != nil {
+		return sim.CrashPoint{}, err
+	}
+	if cr.Round < 1 {
+		return sim.CrashPoint{}, fmt.Errorf("round %d: want >= 1", cr.Round)
+	}
+	down := 100
+	if _, _, hasT := strings.Cut(r, ":"); hasT {
+		down = cr.DownTicks
+	}
+	return sim.CrashPoint{Member: cr.Member, Point: node.CrashSecAgg + phase, Hit: int(cr.Round), DownTicks: down}, nil
 }
 
 // parsePartition parses I,J,...@R:T.

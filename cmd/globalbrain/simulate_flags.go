@@ -127,6 +127,13 @@ func simulateFlags(c *sim.Config, o *simOptions) *flag.FlagSet {
 		}
 		return err
 	})
+	fs.Func("drop-phase", "kill member I in secure aggregation phase PHASE (keys, shares, input, reveal) of round R, after it persisted and before it published, restarting it T ticks later (default 100): PHASE:I@R[:T] (repeatable; --privacy secagg)", func(v string) error {
+		cp, err := parseDropPhase(v)
+		if err == nil {
+			o.faults.CrashPoints = append(o.faults.CrashPoints, cp)
+		}
+		return err
+	})
 	fs.Func("cut", "cut members I,J,... off once round R is decided, for T ticks: I,J,...@R:T (repeatable; nodes only)", func(v string) error {
 		p, err := parsePartition(v)
 		if err == nil {
