@@ -97,6 +97,9 @@ func Open(ctx context.Context, o Options) (_ *Member, err error) {
 	if err := checkPrivacyWired(man); err != nil {
 		return nil, err
 	}
+	if o.Trainer, err = wirePrivacy(man, o.Identity, o.Trainer); err != nil {
+		return nil, err
+	}
 	if o.Genesis == nil {
 		if o.Genesis, err = local.Genesis(local.Spec(man), man.Model.InitSeed); err != nil {
 			return nil, err
@@ -190,16 +193,6 @@ func Open(ctx context.Context, o Options) (_ *Member, err error) {
 		}
 	}
 	return m, nil
-}
-
-// checkPrivacyWired refuses a privacy mode this build's node cannot carry
-// out: the manifest accepts the distributed mode (secure aggregation of
-// Distributed Discrete Gaussian encodings), which the node does not run yet.
-func checkPrivacyWired(man *manifest.Manifest) error {
-	if man.Privacy.Mode == manifest.PrivacyDistributed {
-		return fmt.Errorf("member: privacy.mode %s: distributed DP is not wired yet in this build; run with privacy.mode none, secagg, update or dp-sgd", man.Privacy.Mode)
-	}
-	return nil
 }
 
 // Node returns the member's node.

@@ -10,9 +10,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/manifest"
 	"github.com/globalbrain/globalbrain/member/membertest"
+	"github.com/globalbrain/globalbrain/node"
 	"github.com/globalbrain/globalbrain/privacy/dp"
 	"github.com/globalbrain/globalbrain/round"
 )
@@ -248,5 +250,43 @@ func TestUpdateModeNoise(t *testing.T) {
 		mean, std := sum/n, math.Sqrt(sq/n)
 		require.InDelta(t, 0, mean, 0.1, "member %d: noise mean", i)
 		require.InDelta(t, p.DP.Z*p.DP.Clip, std, 0.1, "member %d: noise std", i)
+	}
+}
+
+// fakeDPSGD is FixedTrainer claiming to run DP-SGD: each participation
+// costs 30 steps of the subsampled Gaussian at q = 0.01, z = 1.
+type fakeDPSGD struct{ membertest.FixedTrainer }
+
+var fakeStep = dp.SampledGaussian{Q: 0.01, Z: 1}
+
+func (fakeDPSGD) PrivacyCost(fedavg.TrainConfig) (dp.Mechanism, int64, error) {
+	return fakeStep, 30, nil
+}
+
+// TestDPSGDCharged: under dp-sgd the node charges its trainer's steps for
+// every round it publishes in, and declines past its ceiling; a trainer
+// that is not DP-SGD cannot run the mode.
+func TestDPSGDCharged(t *testing.T) {
+	p := manifest.Privacy{Mode: manifest.PrivacyDPSGD, DP: manifest.DP{Z: 1, ExampleClip: 1, Delta: 1e-5}}
+	a, err := dp.NewAccountant(nil)
+	require.NoError(t, err)
+	eps := func(k int64) float64 {
+		e, _, err := a.EpsilonAfter(1e-5, fakeStep, 30*k)
+		require.NoError(t, err)
+		return e
+	}
+	p.DP.Epsilon = (eps(3) + eps(4)) / 2
+	trainers := map[int]node.Trainer{}
+	for i := range 3 {
+		trainers[i] = fakeDPSGD{membertest.FixedTrainer{Scale: float32(i + 1)}}
+	}
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 5, Privacy: p, Trainers: trainers})
+	c.RunUntil(t, func() bool { return c.AllApplied(5) })
+	for i := range 3 {
+		st := c.Node(i).Status().Privacy
+		require.Equal(t, int64(3), st.Rounds, "member %d", i)
+		require.InDelta(t, eps(3), st.Spent, 1e-9)
+		require.True(t, st.Exhausted)
+		require.Equal(t, uint64(4), st.FirstDeclined)
 	}
 }

@@ -56,3 +56,28 @@ func TestNodesPrivacyBudget(t *testing.T) {
 	c.Privacy = manifest.Privacy{Mode: manifest.PrivacyDistributed}
 	require.ErrorContains(t, c.Validate(), "distributed DP is not wired yet")
 }
+
+// TestNodesDPSGD: under dp-sgd the built-in trainer runs DP-SGD with the
+// manifest's parameters and every member charges ceil(E N / B) steps of
+// the subsampled Gaussian per round it takes part in.
+func TestNodesDPSGD(t *testing.T) {
+	data := smallMNIST(t, 3000, 500)
+	c := smallConfig()
+	c.Members = 3
+	c.Rounds = 2
+	c.Strategy.Train.BatchSize = 50
+	c.Strategy.Train.LR = 0.5
+	c.Privacy = manifest.Privacy{Mode: manifest.PrivacyDPSGD, DP: manifest.DP{Z: 1, ExampleClip: 1, Epsilon: 50}}
+	res, err := RunNodes(context.Background(), c, data, Faults{}, Observer{})
+	require.NoError(t, err)
+	// Each member holds 1000 examples: q = 0.05, 20 steps a round.
+	p := dp.DPSGD{ExampleClip: 1, Z: 1, BatchSize: 50}
+	a, err := dp.NewAccountant(nil)
+	require.NoError(t, err)
+	want, _, err := a.EpsilonAfter(manifest.DefaultDelta, p.Mechanism(1000), 2*p.Steps(1, 1000))
+	require.NoError(t, err)
+	require.NotNil(t, res.Privacy)
+	require.InDelta(t, want, res.Privacy.Epsilon, 1e-9)
+	require.Equal(t, 3, res.Rounds[1].Participants)
+	require.Greater(t, res.Metrics.Accuracy, 0.3, "DP-SGD still learns")
+}
