@@ -30,7 +30,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var rows []benchRow
 	fmt.Fprintf(stderr, "measuring (GOMAXPROCS=%d, median of %d passes)...\n", *procs, *passes)
-	for _, measure := range []func() ([]benchRow, error){r.aggregate, r.training, r.protocol, r.transport} {
+	for _, measure := range []func() ([]benchRow, error){r.aggregate, r.training, r.protocol, r.secagg, r.transport} {
 		more, err := measure()
 		if err != nil {
 			return err

@@ -141,6 +141,7 @@ func TestBenchQuick(t *testing.T) {
 	s := out.String()
 	for _, row := range []string{"fedavg aggregate", "train 2nn B=10", "train 2nn B=50", "train cnn B=50", "memory copy GB/s", "sgemm 256^3 GFLOP/s",
 		"protocol 10 members C=1", "protocol 20 members C=0.5", "direct loop s/round", "MB written/round",
+		"secagg 5 participants", "secagg 10 participants", "plain s/round", "MB fetched/member/round",
 		"blob protocol 4 MB to 3 peers", "raw TCP MB/s", "libp2p 4 peers", "gossip MB/round", "blob payload MB/round"} {
 		require.Contains(t, s, row)
 	}
