@@ -25,6 +25,7 @@ type clusterSpec struct {
 	minParticipants int
 	deadline        string // round.deadline
 	retain          int    // round.retain_rounds
+	privacy         string // the manifest's privacy section, one YAML line (empty: none)
 }
 
 // extraSpec is a listed member that the test itself plays.
@@ -71,6 +72,9 @@ training: {rounds: %d, epochs: 1, batch_size: 10, lr: 0.05}
 round: {fraction: 1, min_participants: %d, tick: 50ms, deadline: %s, election_ticks: 10, max_examples_per_member: 60000, retain_rounds: %d}
 strategy: {name: fedavg}
 `, sp.rounds, sp.minParticipants, sp.deadline, sp.retain)
+	if sp.privacy != "" {
+		fmt.Fprintf(&b, "privacy: %s\n", sp.privacy)
+	}
 	if err := os.WriteFile(filepath.Join(root, "consortium.yaml"), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
