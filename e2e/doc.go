@@ -12,6 +12,11 @@
 //     one digest at one applied round and rounds are still applied.
 //     E2E_TRIALS sets the trials (default 3; the full run is 20), E2E_SEED
 //     the random choices.
+//   - TestSecAggKill: 5 voters under privacy.mode secagg; a follower is
+//     SIGKILLed once its round's share blobs are everywhere, the others go
+//     on committing secure-aggregation rounds without it, it is restarted
+//     and catches up; the stopped stores hold no plain update and no
+//     private secagg record of a decided round.
 //   - TestAttack (only with E2E_ATTACK=1, several minutes): a hostile
 //     listed member, played by the test through package attacker (a bare
 //     go-libp2p host on the consortium's protocols), forges Raft messages,
