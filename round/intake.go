@@ -88,7 +88,7 @@ func (m *Machine) step(msg *Message) error {
 		return nil
 	}
 	if msg.Round != m.cur.round {
-		if msg.Round == m.cur.round+1 {
+		if msg.Round == m.cur.round+1 && msg.Kind != KindAttest && msg.Kind != KindInvalid {
 			m.keepEarly(msg)
 		}
 		return nil // a neighbouring round's traffic: valid, nothing to do with it now
@@ -128,18 +128,27 @@ func (m *Machine) step(msg *Message) error {
 	return nil
 }
 
-// maxEarly bounds the messages kept per author for the next round.
-const maxEarly = 16
+// maxEarly bounds the messages kept per author for the next round (or a
+// later phase of this one): its own phase messages, and a Have of every
+// member's blobs.
+func (m *Machine) maxEarly() int { return 8 + 3*len(m.members) }
 
 // keepEarly keeps a verified message of the next round, which members
-// that applied the current round before this one did are already sending:
-// it is stepped when the round starts, rather than heard only when it is
-// repeated, a quarter deadline later.
+// that applied the current round before this one did are already sending,
+// or of a later secure-aggregation phase: it is stepped when the round
+// (or phase) starts, rather than heard only when it is repeated, a
+// quarter deadline later.
 func (m *Machine) keepEarly(msg *Message) {
 	if m.early == nil {
 		m.early = map[string][]*Message{}
 	}
-	if a := string(msg.Author); len(m.early[a]) < maxEarly {
+	a := string(msg.Author)
+	for _, k := range m.early[a] {
+		if bytes.Equal(k.Sig, msg.Sig) {
+			return // a repeat
+		}
+	}
+	if len(m.early[a]) < m.maxEarly() {
 		m.early[a] = append(m.early[a], msg)
 	}
 }

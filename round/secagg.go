@@ -293,7 +293,8 @@ func (m *Machine) stepSecAgg(msg *Message) error {
 	case phase < sa.phase:
 		return nil // the phase is closed: late inputs are ignored for ever
 	case phase > sa.phase:
-		return nil // not yet judgeable; repeated every deadline/4
+		m.keepEarly(msg) // stepped again when the phase begins
+		return nil
 	case phase > PhaseKeys && !m.inSet(sa.entries[phase-1], msg.Author):
 		return fmt.Errorf("%w: %s is not in the %s phase's set", ErrNotSampled, msg.Author.Short(), phase)
 	}
@@ -309,7 +310,8 @@ func (m *Machine) stepSecAgg(msg *Message) error {
 func (m *Machine) stepEcho(msg *Message) error {
 	sa := m.cur.sa
 	if len(sa.entries) < 3 {
-		return nil // not yet judgeable; repeated every deadline/4
+		m.keepEarly(msg) // stepped again once the Unmask is applied
+		return nil
 	}
 	if !m.inSet(sa.entries[1], msg.Author) {
 		return fmt.Errorf("%w: echo of %s, not in U2", ErrNotSampled, msg.Author.Short())
@@ -590,6 +592,7 @@ func (m *Machine) applyPhase(enc []byte, e *Entry) {
 			m.wantSized(a.Digest, a.Author, a.Length, a.Kind) // every member verifies the committed blobs
 		}
 	}
+	m.stepEarly() // what came before the phase did
 	if sa.phase == PhaseReveal && m.inSet(sa.entries[1], m.self.ID) {
 		echo := &Message{Kind: KindEcho, Round: m.cur.round, Digest: sa.digests[2]}
 		m.gossip(echo)

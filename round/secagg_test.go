@@ -234,3 +234,28 @@ func TestSecAggRefusesPlainAndLate(t *testing.T) {
 	require.NoError(t, f.m.Step(late))
 	require.Empty(t, f.m.cur.sa.anns[PhaseInput], "a late input is not recorded")
 }
+
+// A message of a phase that has not begun here yet (its sender applied the
+// phase entry first), or of the next round, is kept and stepped when the
+// phase or round begins, not dropped until it is repeated.
+func TestSecAggEarlyMessagesKept(t *testing.T) {
+	f := newSAFixture(t)
+	sh := f.shares(5)
+	require.NoError(t, f.m.Step(sh[1]))
+	require.Empty(t, f.m.cur.sa.anns[PhaseShares])
+	f.apply(f.entry(EntryKeys, f.keyAds))
+	require.Contains(t, f.m.cur.sa.anns[PhaseShares], string(sh[1].Author), "stepped when the shares phase began")
+
+	next := &Message{Kind: KindKeyAd, Round: 2, Base: Digest{9}, Data: f.keyAds[2].Data}
+	next.Sign(f.cid, f.ids[2])
+	require.NoError(t, f.m.Step(next))
+	require.Len(t, f.m.early[string(next.Author)], 1, "a next-round message is kept")
+	require.NoError(t, f.m.Step(next))
+	require.Len(t, f.m.early[string(next.Author)], 1, "a repeat is kept once")
+	for i := range 1000 {
+		h := &Message{Kind: KindHave, Round: 2, Digest: Digest{byte(i), byte(i >> 8)}}
+		h.Sign(f.cid, f.ids[2])
+		require.NoError(t, f.m.Step(h))
+	}
+	require.Len(t, f.m.early[string(next.Author)], f.m.maxEarly(), "bounded per author")
+}
