@@ -42,14 +42,14 @@ type published struct {
 
 // secrets is a participant's private record of one round.
 type secrets struct {
-	Round    uint64        `json:"round"`
-	Base     fedavg.Digest `json:"base"`
-	Keys     []byte        `json:"keys,omitempty"`   // c and s private keys, 32 bytes each
-	B        []byte        `json:"b,omitempty"`       // the self-mask secret
-	Updated  bool          `json:"updated,omitempty"` // the own update is kept in updateBucket: never a blob
-	Shares   *published    `json:"shares,omitempty"`
-	Input    *published    `json:"input,omitempty"`
-	Reveal   *published    `json:"reveal,omitempty"`
+	Round   uint64        `json:"round"`
+	Base    fedavg.Digest `json:"base"`
+	Keys    []byte        `json:"keys,omitempty"`    // c and s private keys, 32 bytes each
+	B       []byte        `json:"b,omitempty"`       // the self-mask secret
+	Updated bool          `json:"updated,omitempty"` // the own update is kept in updateBucket: never a blob
+	Shares  *published    `json:"shares,omitempty"`
+	Input   *published    `json:"input,omitempty"`
+	Reveal  *published    `json:"reveal,omitempty"`
 }
 
 func secretsKey(r uint64) string { return fmt.Sprintf("%020d", r) }
