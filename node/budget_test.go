@@ -290,3 +290,47 @@ func TestDPSGDCharged(t *testing.T) {
 		require.Equal(t, uint64(4), st.FirstDeclined)
 	}
 }
+
+// A member restarted after it published its noisy update for a round
+// announces that same update again: training anew would draw new noise,
+// a second update the others would hold as an equivocation, and a second
+// charge.
+func TestRestartRepublishesTheNoisyUpdate(t *testing.T) {
+	c := membertest.MakeCluster(t, membertest.Options{Members: 3, Rounds: 2, Privacy: updatePrivacy,
+		Trainers: map[int]node.Trainer{2: membertest.Silent{}}}) // round 1 waits for member 2 until its deadline
+	published := func() bool {
+		vs, err := c.Store(0).List("published")
+		return err == nil && len(vs) == 1
+	}
+	c.RunUntil(t, published)
+	vs, err := c.Store(0).List("published")
+	require.NoError(t, err)
+	var before struct {
+		Round  uint64        `json:"round"`
+		Digest fedavg.Digest `json:"digest"`
+	}
+	require.NoError(t, json.Unmarshal(vs[0], &before))
+	require.Equal(t, uint64(1), before.Round)
+	c.Stop(0) // no ticks meanwhile: round 1 is still open
+	c.Start(t, 0)
+	c.RunUntil(t, func() bool { return c.AllApplied(1) })
+	for i := range c.Members {
+		require.Zero(t, c.Node(i).Status().Counters.Equivocations, "member %d saw member 0 equivocate", i)
+	}
+	_, _, ents, err := c.Store(1).LoadRaft()
+	require.NoError(t, err)
+	found := false
+	for _, ent := range ents {
+		e, err := round.DecodeEntry(ent.GetData())
+		if err != nil || e.Kind != round.EntryCommit || e.Round != 1 {
+			continue
+		}
+		for _, a := range e.Included {
+			if identity.Compare(a.Author, c.IDs[0].ID) == 0 {
+				found = true
+				require.Equal(t, before.Digest, a.Digest, "round 1 holds the update published before the restart")
+			}
+		}
+	}
+	require.True(t, found, "member 0's update is in round 1")
+}

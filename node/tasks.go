@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -49,6 +50,15 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 		}
 		if n.secagg != nil && n.keptUpdate(t.Round, t.Base) {
 			return func() { n.m.SecAggTrained(t.Round) } // kept before a restart: never trained again
+		}
+		if p, ok := n.lastPublished(t.Round, t.Base); ok {
+			// Published before a restart: announced again as it was. A
+			// fresh training would draw fresh noise (update mode) and
+			// look like an equivocation, and be charged a second time.
+			return func() {
+				n.blobRound[p.Digest] = t.Round
+				n.m.Trained(t.Round, p.Digest, p.Length, p.Examples)
+			}
 		}
 		cfg := n.strategy.Configure(t.Round, base)
 		var mech dp.Mechanism
@@ -104,6 +114,9 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 			return func() { n.m.SecAggTrained(t.Round) }
 		}
 		d, err := n.cfg.Store.PutBlob(b) // persist before publish
+		if err == nil {
+			err = n.notePublished(ownUpdate{Round: t.Round, Base: t.Base, Digest: d, Length: int64(len(b)), Examples: examples})
+		}
 		if err != nil {
 			n.log.Error("cannot store update; declining", "round", t.Round, "err", err)
 			return decline("cannot store the update")
@@ -309,4 +322,38 @@ func (n *Node) collectBlobs(applied uint64, model fedavg.Digest) {
 			delete(n.blobRound, d)
 		}
 	}
+}
+
+// ownUpdate is the member's latest published update, kept so that after a
+// restart it announces the same update again instead of training anew.
+type ownUpdate struct {
+	Round    uint64        `json:"round"`
+	Base     fedavg.Digest `json:"base"`
+	Digest   fedavg.Digest `json:"digest"`
+	Length   int64         `json:"length"`
+	Examples int64         `json:"examples"`
+}
+
+const publishedBucket = "published"
+
+func (n *Node) notePublished(u ownUpdate) error {
+	b, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	return n.cfg.Store.Put(publishedBucket, "latest", b)
+}
+
+// lastPublished returns the update published for round r on base, if it
+// is still held.
+func (n *Node) lastPublished(r uint64, base fedavg.Digest) (ownUpdate, bool) {
+	vs, err := n.cfg.Store.List(publishedBucket)
+	if err != nil || len(vs) != 1 {
+		return ownUpdate{}, false
+	}
+	var u ownUpdate
+	if json.Unmarshal(vs[0], &u) != nil || u.Round != r || u.Base != base || !n.cfg.Store.HasBlob(u.Digest) {
+		return ownUpdate{}, false
+	}
+	return u, true
 }
