@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -186,31 +185,12 @@ func Params(m *manifest.Manifest, dim int) round.Params {
 	return p
 }
 
-// SecAggParams derives secure aggregation's parameters from a manifest,
-// defaults filled in.
+// SecAggParams derives secure aggregation's parameters from a manifest
+// whose defaults are filled in (manifest.ApplyDefaults, as Parse does).
 func SecAggParams(m *manifest.Manifest) *round.SecAggParams {
 	s := m.Privacy.SecAgg
-	p := &round.SecAggParams{Gamma: s.Gamma, KMin: s.KMin, Encoding: secagg.Encoding{Clip: s.Clip, Scale: s.Scale, MaxWeight: float64(s.MaxWeight)}}
-	if p.Gamma == 0 {
-		p.Gamma = -1 // floor(n/3)
-	}
-	if p.KMin == 0 {
-		p.KMin = 2
-	}
-	if p.Encoding.Clip == 0 {
-		p.Encoding.Clip = 1
-	}
-	if p.Encoding.Scale == 0 {
-		p.Encoding.Scale = 1 << 20
-	}
-	if p.Encoding.MaxWeight == 0 {
-		p.Encoding.MaxWeight = float64(m.Round.MaxExamplesPerMember)
-	}
-	p.PhaseTicks = m.DeadlineTicks() / 4
-	if tick := time.Duration(m.Round.Tick); s.PhaseDeadline > 0 && tick > 0 {
-		p.PhaseTicks = int(time.Duration(s.PhaseDeadline) / tick)
-	}
-	return p
+	return &round.SecAggParams{Gamma: s.Gamma, KMin: s.KMin, PhaseTicks: m.PhaseDeadlineTicks(),
+		Encoding: secagg.Encoding{Clip: s.Clip, Scale: s.Scale, MaxWeight: float64(s.MaxWeight)}}
 }
 
 // New builds a node from its store: a fresh member starts at genesis, a

@@ -35,7 +35,7 @@ type Params struct {
 
 // SecAggParams are the secure-aggregation parameters.
 type SecAggParams struct {
-	Gamma      int // colluding participants tolerated; < 0: floor(n/3) of each sample
+	Gamma      int // colluding participants tolerated; 0: floor(n/3) of each sample (manifest.SecAgg.GammaFor)
 	KMin       int // the fewest honest updates a revealed sum may contain, >= 2
 	PhaseTicks int // deadline of the keys, shares and reveal phases; the input phase has the round's
 	Encoding   secagg.Encoding
@@ -46,7 +46,7 @@ type SecAggParams struct {
 // (n < 3, or t > n).
 func (s *SecAggParams) Threshold(n int) (t, gamma int, ok bool) {
 	gamma = s.Gamma
-	if gamma < 0 {
+	if gamma <= 0 {
 		gamma = n / 3
 	}
 	t = max((2*n+2)/3, gamma+s.KMin)

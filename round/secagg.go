@@ -336,10 +336,8 @@ func (m *Machine) stepEcho(msg *Message) error {
 }
 
 func checkKeyAd(msg *Message) error {
-	for _, k := range [][]byte{msg.Data[:keyLen], msg.Data[keyLen:]} {
-		if _, err := secagg.ParsePublicKey(k); err != nil {
-			return fmt.Errorf("%w: KeyAd of %s: %v", ErrMalformed, msg.Author.Short(), err)
-		}
+	if _, _, err := KeyAdKeys(msg); err != nil {
+		return fmt.Errorf("%w: KeyAd of %s: %v", ErrMalformed, msg.Author.Short(), err)
 	}
 	return nil
 }

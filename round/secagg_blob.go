@@ -201,7 +201,7 @@ func EncodeInput(y []uint64) []byte {
 	return b
 }
 
-// DecodeInput reads a masked input of dim+1 words.
+// DecodeInput reads a masked input of words words (dim+1).
 func DecodeInput(b []byte, words int) ([]uint64, error) {
 	if len(b) != 8*words {
 		return nil, fmt.Errorf("round: input blob of %d bytes, want %d", len(b), 8*words)

@@ -2,6 +2,7 @@ package round
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -29,13 +30,13 @@ func newSAFixture(t *testing.T) *saFixture {
 	for i := range 5 {
 		ids = append(ids, identity.Derive(55, i))
 	}
-	slicesSortIDs(ids)
+	slices.SortFunc(ids, func(a, b identity.Identity) int { return identity.Compare(a.ID, b.ID) })
 	for _, id := range ids {
 		members = append(members, id.ID)
 	}
 	p := Params{Consortium: [32]byte{5}, Members: members, Voters: members, Fraction: 1, MinParticipants: 1,
 		DeadlineTicks: 40, ElectionTicks: 10, MaxExamples: 1000, UpdateBytes: 40, Aggregator: "fedavg", RetainRounds: 10,
-		SecAgg: &SecAggParams{Gamma: -1, KMin: 2, PhaseTicks: 10, Encoding: secagg.Encoding{Clip: 1, Scale: 1 << 20, MaxWeight: 1000}}}
+		SecAgg: &SecAggParams{Gamma: 0, KMin: 2, PhaseTicks: 10, Encoding: secagg.Encoding{Clip: 1, Scale: 1 << 20, MaxWeight: 1000}}}
 	m, err := New(Config{Params: p, Self: ids[0], Genesis: Digest{1}})
 	require.NoError(t, err)
 	m.Advance(m.Ready())
@@ -48,16 +49,6 @@ func newSAFixture(t *testing.T) *saFixture {
 		f.keyAds = append(f.keyAds, a)
 	}
 	return f
-}
-
-func slicesSortIDs(ids []identity.Identity) {
-	for i := range ids {
-		for j := i + 1; j < len(ids); j++ {
-			if identity.Compare(ids[j].ID, ids[i].ID) < 0 {
-				ids[i], ids[j] = ids[j], ids[i]
-			}
-		}
-	}
 }
 
 // msg is member i's signed phase message.

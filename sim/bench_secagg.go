@@ -3,8 +3,6 @@ package sim
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -88,9 +86,10 @@ func measureRound(ctx context.Context, arch string, members, rounds int, mode st
 			m.ApplyDefaults()
 		}
 	}
+	opts.manifest = edit
 	var models []string // the models' digests: every member computes them, none fetches them
 	obs := Observer{Round: func(rr RoundResult) { models = append(models, rr.Digest) }}
-	res, err := runNodesEdited(ctx, c, Data{Train: d, Test: d}, obs, opts, edit)
+	res, err := runNodes(ctx, c, Data{Train: d, Test: d}, Faults{}, obs, opts)
 	if err != nil {
 		return RoundCost{}, err
 	}
@@ -228,54 +227,4 @@ func (c countingMember) Apply(a store.Applied) error {
 		c.cs.mu.Unlock()
 	}
 	return err
-}
-
-// runNodesEdited is runNodes, fault-free over the in-memory network, with
-// edit applied to the genesis manifest (the privacy mode, the deadlines)
-// before any member starts.
-func runNodesEdited(ctx context.Context, c Config, data Data, obs Observer, opts nodeOptions, edit func(*manifest.Manifest)) (*Result, error) {
-	start := time.Now()
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	members, err := Members(c, data.Train)
-	if err != nil {
-		return nil, err
-	}
-	man, err := c.Manifest(members, data.Train)
-	if err != nil {
-		return nil, err
-	}
-	edit(man)
-	if err := man.Validate(); err != nil {
-		return nil, err
-	}
-	spec := ModelSpec(c, data.Train)
-	g0, err := local.Genesis(spec, c.Seed)
-	if err != nil {
-		return nil, err
-	}
-	tmp, err := os.MkdirTemp("", "globalbrain-bench-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	// The fixed trainer never takes a model from the pool.
-	s := &nodeSim{opts: opts, c: c, data: data, man: man, net: node.NewMemNet(c.Seed), pool: make(chan *train.Model, 1),
-		losses: &sync.Map{}, res: &Result{Config: c}, obs: obs, decided: map[uint64]bool{}, last: time.Now(), genesis: g0}
-	defer s.stopAll()
-	for i, m := range members {
-		s.nodes = append(s.nodes, &simNode{idx: i, id: m.Identity, dir: filepath.Join(tmp, fmt.Sprint(i))})
-	}
-	for _, sn := range s.nodes {
-		if err := s.startNode(ctx, sn, members); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.drive(ctx, Faults{}, members); err != nil {
-		return nil, err
-	}
-	s.stopAll()
-	s.res.Elapsed = time.Since(start)
-	return s.res, nil
 }

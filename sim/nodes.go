@@ -129,6 +129,9 @@ type nodeOptions struct {
 	store   func(*store.DB) node.Store // nil: the store itself
 	noEval  bool                       // skip the per-round evaluation
 	libp2p  bool                       // real libp2p hosts on 127.0.0.1, ticks in real time
+	// manifest, if set, edits the genesis manifest before any member
+	// starts (the privacy mode, the deadlines); it is validated again.
+	manifest func(*manifest.Manifest)
 }
 
 func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, opts nodeOptions) (*Result, error) {
@@ -143,6 +146,12 @@ func runNodes(ctx context.Context, c Config, data Data, f Faults, obs Observer, 
 	man, err := c.Manifest(members, data.Train)
 	if err != nil {
 		return nil, err
+	}
+	if opts.manifest != nil {
+		opts.manifest(man)
+		if err := man.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	spec := ModelSpec(c, data.Train)
 	pool := make(chan *train.Model, max(c.Workers, 1))
