@@ -113,6 +113,13 @@ func (p Privacy) UpdateNoise() dp.UpdateNoise {
 	return dp.UpdateNoise{Z: p.DP.Z, Clip: p.DP.Clip, Scale: p.DP.Scale}
 }
 
+// DistributedNoise is the distributed mode's encoding (privacy.dp's z,
+// clip and scale, conditional rounding at dp.DefaultBeta) for a round that
+// counts on honest inputs (t - gamma of its sample).
+func (p Privacy) DistributedNoise(honest int) dp.DistributedNoise {
+	return dp.DistributedNoise{Z: p.DP.Z, Clip: p.DP.Clip, Scale: p.DP.Scale, Honest: honest, Beta: dp.DefaultBeta}
+}
+
 // GammaFor is the number of colluders tolerated in a round whose sample
 // has n members: Gamma, or floor(n/3) when Gamma is 0.
 func (s SecAgg) GammaFor(n int) int {
@@ -315,6 +322,12 @@ func (m *Manifest) validateDP(v *validator) {
 		// below 2^50 grid steps), as package dp checks them.
 		if err := m.Privacy.UpdateNoise().Validate(1); err != nil {
 			v.errs = append(v.errs, dialect.Wrap("privacy.dp", err))
+		} else if mode == PrivacyDistributed {
+			// The least noise a participant adds is for a round counting on
+			// its whole sample; it must still be a usable discrete Gaussian.
+			if err := m.Privacy.DistributedNoise(max(m.SampleSize(), 1)).Validate(1); err != nil {
+				v.errs = append(v.errs, dialect.Wrap("privacy.dp", err))
+			}
 		}
 	}
 }

@@ -94,9 +94,6 @@ func Open(ctx context.Context, o Options) (_ *Member, err error) {
 		return nil, errors.New("member: Options need Manifest, Trainer, StoreDir and exactly one of Libp2p and MemNet")
 	}
 	man := o.Manifest
-	if err := checkPrivacyWired(man); err != nil {
-		return nil, err
-	}
 	if o.Trainer, err = wirePrivacy(man, o.Identity, o.Trainer); err != nil {
 		return nil, err
 	}

@@ -12,16 +12,6 @@ import (
 	"github.com/globalbrain/globalbrain/train/local"
 )
 
-// checkPrivacyWired refuses a privacy mode this build's node cannot carry
-// out: the manifest accepts the distributed mode (secure aggregation of
-// Distributed Discrete Gaussian encodings), which the node does not run yet.
-func checkPrivacyWired(man *manifest.Manifest) error {
-	if man.Privacy.Mode == manifest.PrivacyDistributed {
-		return fmt.Errorf("member: privacy.mode %s: distributed DP is not wired yet in this build; run with privacy.mode none, secagg, update or dp-sgd", man.Privacy.Mode)
-	}
-	return nil
-}
-
 // dpsgdTrainer is the built-in trainer running DP-SGD: the node charges
 // its PrivacyCost before it publishes.
 type dpsgdTrainer struct{ *local.Trainer }

@@ -12,31 +12,6 @@ import (
 	"github.com/globalbrain/globalbrain/node"
 )
 
-// The manifest accepts the distributed mode; until its encoding is wired,
-// a member refuses to start in it, saying why.
-func TestDistributedNotWiredYet(t *testing.T) {
-	var ids []identity.PeerID
-	for i := range 3 {
-		ids = append(ids, identity.Derive(7, i).ID)
-	}
-	for _, mode := range []string{manifest.PrivacyDistributed} {
-		man := manifest.Example(ids)
-		man.Privacy.Mode = mode
-		if mode == manifest.PrivacyDistributed {
-			man.Privacy.DP = manifest.DP{Z: 1, Clip: 1, Epsilon: 3}
-		}
-		man.ApplyDefaults()
-		if err := man.Validate(); err != nil {
-			t.Fatalf("%s: %v", mode, err)
-		}
-		_, err := member.Open(context.Background(), member.Options{Identity: identity.Derive(7, 0), Manifest: man, StoreDir: t.TempDir(),
-			MemNet: node.NewMemNet(1), Trainer: membertest.FixedTrainer{Scale: 1}})
-		if err == nil || !strings.Contains(err.Error(), "distributed DP is not wired yet") {
-			t.Errorf("%s: Open = %v, want distributed DP not wired yet", mode, err)
-		}
-	}
-}
-
 // Under dp-sgd a trainer that is not DP-SGD cannot publish: the node
 // refuses to start, saying so.
 func TestDPSGDNeedsADPSGDTrainer(t *testing.T) {

@@ -55,10 +55,28 @@ func TestSecAggDropout(t *testing.T) {
 // if inputs > 0), no plain update in any store, private records wiped.
 func checkSecAgg(t *testing.T, c *membertest.Cluster, rounds, inputs int) {
 	t.Helper()
+	genesis, model := oneModel(t, c, rounds)
+	dim := len(genesis.Weights)
+
+	// The model is plain FedAvg of the inputs each Commit names (equal
+	// weights: the mean of their FixedTrainer scales times r * 1e-4; the
+	// FedAvg server step is 1), within the encoding's quantization bound.
+	want, commits := committedMean(t, c, inputs)
+	require.Equal(t, rounds, commits, "every round commits")
+	enc := node.SecAggParams(c.Manifest).Encoding
+	bound := float64(rounds) * (enc.ErrorBound(5)/300 + 1e-7) // per round: the decoded sum's error over the total weight (>= 3 x 100), and float32 rounding
+	for k, w := range model.Weights {
+		require.InDelta(t, want, float64(w)-float64(genesis.Weights[k]), bound, "coordinate %d", k)
+	}
+	noPlainUpdates(t, c, dim, rounds)
+}
+
+// oneModel checks that every member applied rounds and ends on one model,
+// and returns the genesis model and that one.
+func oneModel(t *testing.T, c *membertest.Cluster, rounds int) (genesis, model *fedavg.Global) {
+	t.Helper()
 	genesis, err := local.Genesis(local.Spec(c.Manifest), c.Manifest.Model.InitSeed)
 	require.NoError(t, err)
-	dim := len(genesis.Weights)
-	var model *fedavg.Global
 	for i := range c.Members {
 		require.Empty(t, c.Node(i).Status().Halted, "member %d", i)
 		last, err := c.Store(i).LastApplied()
@@ -72,10 +90,14 @@ func checkSecAgg(t *testing.T, c *membertest.Cluster, rounds, inputs int) {
 		}
 		require.Equal(t, model.Digest(), last.Model, "member %d ends on another model", i)
 	}
+	return genesis, model
+}
 
-	// The model is plain FedAvg of the inputs each Commit names (equal
-	// weights: the mean of their FixedTrainer scales times r * 1e-4; the
-	// FedAvg server step is 1), within the encoding's quantization bound.
+// committedMean is the sum over the committed rounds of the mean
+// FixedTrainer update of the inputs each Commit names (the mean of their
+// scales times r * 1e-4), and the number of Commits.
+func committedMean(t *testing.T, c *membertest.Cluster, inputs int) (float64, int) {
+	t.Helper()
 	_, _, ents, err := c.Store(0).LoadRaft()
 	require.NoError(t, err)
 	scale := map[string]float64{}
@@ -100,13 +122,13 @@ func checkSecAgg(t *testing.T, c *membertest.Cluster, rounds, inputs int) {
 		}
 		want += mean / float64(len(e.Included)) * float64(e.Round) * 1e-4
 	}
-	require.Equal(t, rounds, commits, "every round commits")
-	enc := node.SecAggParams(c.Manifest).Encoding
-	bound := float64(rounds) * (enc.ErrorBound(5)/300 + 1e-7) // per round: the decoded sum's error over the total weight (>= 3 x 100), and float32 rounding
-	for k, w := range model.Weights {
-		require.InDelta(t, want, float64(w)-float64(genesis.Weights[k]), bound, "coordinate %d", k)
-	}
+	return want, commits
+}
 
+// noPlainUpdates checks that no member stores a plain update of rounds
+// 1..rounds and that every private record is wiped.
+func noPlainUpdates(t *testing.T, c *membertest.Cluster, dim, rounds int) {
+	t.Helper()
 	for i := range c.Members {
 		ds, err := c.Store(i).Blobs()
 		require.NoError(t, err)

@@ -15,7 +15,7 @@ import (
 )
 
 // A node's privacy budget (PRIVACY.md section 2). Under a mode that keeps
-// one (update, dp-sgd; distributed once secure aggregation is wired), the
+// one (update, distributed, dp-sgd), the
 // node owns a Renyi-DP accountant, persisted in its store. Before it
 // publishes anything derived from its data in a round, it asks the
 // accountant what the epsilon would be after that round: past its ceiling
@@ -88,7 +88,7 @@ type budget struct {
 	dim     int
 
 	noiseMu sync.Mutex // held while noise is drawn (long), apart from mu
-	src     *dp.Source // update mode's noise; nil otherwise
+	src     *dp.Source // the update and distributed modes' noise; nil otherwise
 
 	mu        sync.Mutex
 	acct      *dp.Accountant
@@ -104,7 +104,7 @@ type budget struct {
 func newBudget(m *manifest.Manifest, ceiling float64, st Store, rnd io.Reader, dim int) (*budget, error) {
 	p := m.Privacy
 	switch p.Mode {
-	case manifest.PrivacyUpdate, manifest.PrivacyDPSGD:
+	case manifest.PrivacyUpdate, manifest.PrivacyDistributed, manifest.PrivacyDPSGD:
 	default:
 		return nil, nil
 	}
@@ -120,6 +120,8 @@ func newBudget(m *manifest.Manifest, ceiling float64, st Store, rnd io.Reader, d
 		if err := b.noise.Validate(dim); err != nil {
 			return nil, fmt.Errorf("node: privacy.dp: %w", err)
 		}
+	}
+	if p.Mode == manifest.PrivacyUpdate || p.Mode == manifest.PrivacyDistributed {
 		if rnd == nil {
 			rnd = rand.Reader
 		}
@@ -180,10 +182,19 @@ func (b *budget) refresh() error {
 }
 
 // cost is what one participation charges: the mechanism and its steps.
-func (b *budget) cost(tr Trainer, cfg fedavg.TrainConfig) (dp.Mechanism, int64, error) {
+// ddg is the round's encoding in mode distributed (the round sets it).
+func (b *budget) cost(tr Trainer, cfg fedavg.TrainConfig, ddg *dp.DistributedNoise) (dp.Mechanism, int64, error) {
 	switch b.mode {
 	case manifest.PrivacyUpdate:
 		return b.noise.Mechanism(b.dim), 1, nil
+	case manifest.PrivacyDistributed:
+		if ddg == nil {
+			return nil, 0, errors.New("node: privacy.mode distributed: the round gave no encoding")
+		}
+		if err := ddg.Validate(b.dim); err != nil {
+			return nil, 0, fmt.Errorf("node: privacy.dp: %w", err)
+		}
+		return ddg.Mechanism(b.dim), 1, nil
 	case manifest.PrivacyDPSGD:
 		pt, ok := tr.(DPSGDTrainer)
 		if !ok {
@@ -263,6 +274,19 @@ func (b *budget) addNoise(delta []float32) ([]float32, error) {
 		return nil, fmt.Errorf("node: privacy noise: %w", err)
 	}
 	return b.noise.Decode(v), nil
+}
+
+// encodeDistributed is the distributed mode's input before masking: delta
+// clipped, rotated by rot, rounded and noised (dp.DistributedNoise.Encode).
+// Only call it after charge succeeded.
+func (b *budget) encodeDistributed(ddg *dp.DistributedNoise, delta []float32, rot *dp.Rotation) ([]uint64, error) {
+	b.noiseMu.Lock()
+	defer b.noiseMu.Unlock()
+	v, err := ddg.Encode(delta, rot, b.src)
+	if err != nil {
+		return nil, fmt.Errorf("node: privacy noise: %w", err)
+	}
+	return v, nil
 }
 
 // status is the budget for Status.

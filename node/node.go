@@ -179,7 +179,7 @@ func Params(m *manifest.Manifest, dim int) round.Params {
 		MaxExamples: m.Round.MaxExamplesPerMember, UpdateBytes: 4 * int64(dim),
 		Aggregator: m.Strategy.Name + "/1", Rounds: uint64(m.Training.Rounds), RetainRounds: m.Round.RetainRounds,
 	}
-	if m.Privacy.Mode == manifest.PrivacySecAgg {
+	if m.Privacy.UsesSecAgg() {
 		p.SecAgg = SecAggParams(m)
 	}
 	return p
@@ -189,8 +189,14 @@ func Params(m *manifest.Manifest, dim int) round.Params {
 // whose defaults are filled in (manifest.ApplyDefaults, as Parse does).
 func SecAggParams(m *manifest.Manifest) *round.SecAggParams {
 	s := m.Privacy.SecAgg
-	return &round.SecAggParams{Gamma: s.Gamma, KMin: s.KMin, PhaseTicks: m.PhaseDeadlineTicks(),
-		Encoding: secagg.Encoding{Clip: s.Clip, Scale: s.Scale, MaxWeight: float64(s.MaxWeight)}}
+	p := &round.SecAggParams{Gamma: s.Gamma, KMin: s.KMin, PhaseTicks: m.PhaseDeadlineTicks()}
+	if m.Privacy.Mode == manifest.PrivacyDistributed {
+		d := m.Privacy.DistributedNoise(0) // each round's honest count is its own
+		p.Distributed = &d
+	} else {
+		p.Encoding = secagg.Encoding{Clip: s.Clip, Scale: s.Scale, MaxWeight: float64(s.MaxWeight)}
+	}
+	return p
 }
 
 // New builds a node from its store: a fresh member starts at genesis, a

@@ -26,8 +26,9 @@ import (
 
 // The private buckets: nothing in them is ever served. The own update is
 // kept apart from the small record, in binary (round, examples, then the
-// float32 coordinates, little-endian), so each phase reads and rewrites
-// only the record.
+// float32 coordinates, little-endian; in mode distributed its noised DDG
+// encoding instead, uint64 words), so each phase reads and rewrites only
+// the record.
 const (
 	secretsBucket = "secagg-private"
 	updateBucket  = "secagg-private-update"
@@ -101,20 +102,63 @@ func (n *Node) saveSecrets(s *secrets) error {
 
 // keptDelta reads round r's own update back from the private store.
 func (n *Node) keptDelta(r uint64) ([]float32, int64, error) {
+	body, examples, err := n.keptBody(r, 4)
+	if err != nil {
+		return nil, 0, err
+	}
+	delta := make([]float32, len(body)/4)
+	for i := range delta {
+		delta[i] = math.Float32frombits(binary.LittleEndian.Uint32(body[4*i:]))
+	}
+	return delta, examples, nil
+}
+
+// keptWords reads round r's own DDG encoding (mode distributed) back.
+func (n *Node) keptWords(r uint64) ([]uint64, error) {
+	body, _, err := n.keptBody(r, 8)
+	if err != nil {
+		return nil, err
+	}
+	words := make([]uint64, len(body)/8)
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint64(body[8*i:])
+	}
+	return words, nil
+}
+
+// keptBody finds round r's private update record: the body after the
+// round and the example count, a whole number of unit-byte values.
+func (n *Node) keptBody(r uint64, unit int) ([]byte, int64, error) {
 	vs, err := n.cfg.Store.List(updateBucket)
 	if err != nil {
 		return nil, 0, err
 	}
 	for _, v := range vs {
-		if len(v) >= 16 && len(v)%4 == 0 && binary.LittleEndian.Uint64(v) == r {
-			delta := make([]float32, (len(v)-16)/4)
-			for i := range delta {
-				delta[i] = math.Float32frombits(binary.LittleEndian.Uint32(v[16+4*i:]))
+		if len(v) >= 16 && binary.LittleEndian.Uint64(v) == r {
+			if (len(v)-16)%unit != 0 {
+				return nil, 0, fmt.Errorf("node: the update kept for round %d does not read (%d bytes)", r, len(v))
 			}
-			return delta, int64(binary.LittleEndian.Uint64(v[8:])), nil
+			return v[16:], int64(binary.LittleEndian.Uint64(v[8:])), nil
 		}
 	}
 	return nil, 0, fmt.Errorf("node: no update kept for round %d", r)
+}
+
+// floatsBody and wordsBody lay out a private update's body.
+func floatsBody(delta []float32) []byte {
+	b := make([]byte, 0, 4*len(delta))
+	for _, v := range delta {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	}
+	return b
+}
+
+func wordsBody(words []uint64) []byte {
+	b := make([]byte, 0, 8*len(words))
+	for _, v := range words {
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	return b
 }
 
 // wipeSecrets deletes the records of the rounds up to r (decided).
@@ -142,7 +186,7 @@ func (n *Node) wipeSecrets(r uint64) {
 }
 
 // keepPrivate stores the own update of round r in the private record.
-func (n *Node) keepPrivate(r uint64, base fedavg.Digest, delta []float32, examples int64) error {
+func (n *Node) keepPrivate(r uint64, base fedavg.Digest, body []byte, examples int64) error {
 	n.secMu.Lock()
 	defer n.secMu.Unlock()
 	s, err := n.loadSecrets(r, base)
@@ -152,12 +196,10 @@ func (n *Node) keepPrivate(r uint64, base fedavg.Digest, delta []float32, exampl
 	if s.Updated {
 		return nil // kept before a restart: the input, if any, was made from it
 	}
-	b := make([]byte, 16+4*len(delta))
+	b := make([]byte, 16, 16+len(body))
 	binary.LittleEndian.PutUint64(b, r)
 	binary.LittleEndian.PutUint64(b[8:], uint64(examples))
-	for i, v := range delta {
-		binary.LittleEndian.PutUint32(b[16+4*i:], math.Float32bits(v))
-	}
+	b = append(b, body...)
 	if err := n.cfg.Store.Put(updateBucket, secretsKey(r), b); err != nil {
 		return err
 	}
@@ -266,11 +308,7 @@ func (n *Node) secAggPhase(t *round.SecAggTask) (*round.Message, error) {
 			if !s.Updated || len(s.B) != 32 {
 				return nil, errors.New("no update or self secret kept")
 			}
-			delta, examples, err := n.keptDelta(t.Round)
-			if err != nil {
-				return nil, err
-			}
-			enc, err := n.secagg.Encoding.Encode(float64(examples), delta)
+			enc, err := n.ownEncoding(t.Round)
 			if err != nil {
 				return nil, err
 			}
@@ -389,4 +427,18 @@ func maskPeers(keyAds, u2 []*round.Message) ([]secagg.MaskPeer, error) {
 		out = append(out, secagg.MaskPeer{ID: sh.Author, MaskPub: s})
 	}
 	return out, nil
+}
+
+// ownEncoding is the participant's input before masking: its kept update
+// encoded as [w, w*x] (mode secagg), or the DDG encoding it kept (mode
+// distributed: noised and charged when it was trained).
+func (n *Node) ownEncoding(r uint64) ([]uint64, error) {
+	if n.secagg.Distributed != nil {
+		return n.keptWords(r)
+	}
+	delta, examples, err := n.keptDelta(r)
+	if err != nil {
+		return nil, err
+	}
+	return n.secagg.Encoding.Encode(float64(examples), delta)
 }

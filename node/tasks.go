@@ -41,6 +41,7 @@ func (n *Node) loadModel(cached *fedavg.Global, d fedavg.Digest) (*fedavg.Global
 // the noisy update is ever stored).
 func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 	cached := n.model
+	consortium := n.m.Params().Consortium
 	n.async(ctx, func() func() {
 		decline := func(reason string) func() { return func() { n.m.Decline(t.Round, reason) } }
 		base, err := n.loadModel(cached, t.Base)
@@ -65,7 +66,7 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 		var steps int64
 		if n.budget != nil {
 			// Known before training: a node past its budget does not train.
-			if mech, steps, err = n.budget.cost(n.cfg.Trainer, cfg); err == nil {
+			if mech, steps, err = n.budget.cost(n.cfg.Trainer, cfg, t.Noise); err == nil {
 				err = n.budget.check(mech, steps)
 			}
 			if err != nil {
@@ -107,7 +108,22 @@ func (n *Node) train(ctx context.Context, t *round.TrainTask) {
 					return decline("update cannot be clipped")
 				}
 			}
-			if err := n.keepPrivate(t.Round, t.Base, delta, examples); err != nil {
+			body := floatsBody(delta)
+			if t.Noise != nil && n.budget == nil {
+				return decline("no privacy budget for the distributed mode")
+			}
+			if t.Noise != nil {
+				// Mode distributed: noised here, after the charge, and
+				// only the noised encoding is kept.
+				rot := dp.NewRotation(round.RotationSeed(consortium, t.Round, t.Base), len(delta))
+				words, err := n.budget.encodeDistributed(t.Noise, delta, rot)
+				if err != nil {
+					n.log.Error("cannot add privacy noise; declining", "round", t.Round, "err", err)
+					return decline("privacy noise failed")
+				}
+				body = wordsBody(words)
+			}
+			if err := n.keepPrivate(t.Round, t.Base, body, examples); err != nil {
 				n.log.Error("cannot keep update; declining", "round", t.Round, "err", err)
 				return decline("cannot keep the update")
 			}
@@ -151,6 +167,7 @@ func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
 		return
 	}
 	r := n.m.State().Round + 1
+	params := n.m.Params() // read on the loop: the goroutine must not touch the machine
 	n.async(ctx, func() func() {
 		select {
 		case n.fetches <- struct{}{}:
@@ -165,7 +182,7 @@ func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
 		if err == nil && f.Kind != "" {
 			// An update or a secagg blob: checked at the edge before it is
 			// stored or vouched for.
-			if bad := round.CheckBlob(f.Kind, r, b, len(n.cfg.Genesis.Weights)); bad != nil {
+			if bad := params.CheckBlob(f.Kind, r, b); bad != nil {
 				return func() {
 					n.log.Warn("update excluded", "digest", f.Digest.String()[:12], "from", f.From.Short(), "err", bad)
 					n.m.BadBlob(f.Digest, bad)
@@ -195,7 +212,7 @@ func (n *Node) outcome(cached *fedavg.Global, base fedavg.Digest, r uint64, inc 
 		return nil, err
 	}
 	if sa != nil {
-		return round.SecAggOutcome(n.strategy, g, n.m.Params().Consortium, n.secagg.Encoding, sa, func(d fedavg.Digest) ([]byte, bool) {
+		return round.SecAggOutcome(n.strategy, g, n.m.Params().Consortium, n.secagg, sa, func(d fedavg.Digest) ([]byte, bool) {
 			b, err := n.cfg.Store.Blob(d)
 			return b, err == nil
 		})

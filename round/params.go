@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/privacy/dp"
 	"github.com/globalbrain/globalbrain/privacy/secagg"
 )
 
@@ -38,7 +39,37 @@ type SecAggParams struct {
 	Gamma      int // colluding participants tolerated; 0: floor(n/3) of each sample (manifest.SecAgg.GammaFor)
 	KMin       int // the fewest honest updates a revealed sum may contain, >= 2
 	PhaseTicks int // deadline of the keys, shares and reveal phases; the input phase has the round's
-	Encoding   secagg.Encoding
+	// Encoding is the fixed-point encoding [w, w*x] of mode secagg.
+	Encoding secagg.Encoding
+	// Distributed, if set, is mode distributed: each participant's input
+	// is its Distributed Discrete Gaussian encoding (clipped, rotated,
+	// rounded, noised; PaddedDim words), the sum is decoded to the
+	// unweighted mean, and Encoding is unused. Its Honest is 0 here; each
+	// round's is t - gamma of its sample (NoiseFor).
+	Distributed *dp.DistributedNoise
+}
+
+// InputWords is the length in 64-bit words of a masked input for updates
+// of dim coordinates: dim+1 ([w, w*x]), or the rotation's PaddedDim(dim)
+// in mode distributed.
+func (s *SecAggParams) InputWords(dim int) int {
+	if s.Distributed != nil {
+		return dp.PaddedDim(dim)
+	}
+	return dim + 1
+}
+
+// NoiseFor is the distributed mode's encoding in a round of threshold t
+// that tolerates gamma colluders: each participant's noise is scaled so
+// that t - gamma honest inputs reach the target. Nil outside mode
+// distributed.
+func (s *SecAggParams) NoiseFor(t, gamma int) *dp.DistributedNoise {
+	if s.Distributed == nil {
+		return nil
+	}
+	p := *s.Distributed
+	p.Honest = t - gamma
+	return &p
 }
 
 // Threshold is t = max(ceil(2n/3), gamma + k_min) for a sample of n, and
@@ -88,8 +119,16 @@ func (p *Params) Validate() error {
 		if s.KMin < 2 || s.PhaseTicks < 2 {
 			errs = append(errs, fmt.Errorf("round: secagg k_min %d, phase %d ticks", s.KMin, s.PhaseTicks))
 		}
-		if err := s.Encoding.Validate(max(len(p.Members), 1)); err != nil {
-			errs = append(errs, fmt.Errorf("round: secagg encoding: %w", err))
+		if s.Distributed == nil {
+			if err := s.Encoding.Validate(max(len(p.Members), 1)); err != nil {
+				errs = append(errs, fmt.Errorf("round: secagg encoding: %w", err))
+			}
+		} else if p.UpdateBytes > 0 {
+			// The least noise a participant adds is for the most honest
+			// inputs a round can count on, all of its members.
+			if err := s.NoiseFor(max(len(p.Members), 1), 0).Validate(int(p.UpdateBytes / 4)); err != nil {
+				errs = append(errs, fmt.Errorf("round: secagg distributed encoding: %w", err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -8,12 +8,17 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/privacy/dp"
 )
 
 // TrainTask asks the member to train round Round from the model Base.
 type TrainTask struct {
 	Round uint64
 	Base  Digest
+	// Noise, in mode distributed, is the round's encoding: the member
+	// charges its budget for Noise.Mechanism, encodes its update with it
+	// and keeps only the encoding, to be masked in the input phase.
+	Noise *dp.DistributedNoise
 }
 
 // FetchTask asks the member to obtain and verify a blob; From holds it.
@@ -111,6 +116,9 @@ func (m *Machine) Ready() *Ready {
 		len(m.queue) == 0 && m.wanted[m.st.Model] == nil && m.waitInstall == nil && contains(m.Sample(m.cur.round), m.self.ID) {
 		m.cur.trained = true
 		rd.Train = &TrainTask{Round: m.cur.round, Base: m.st.Model}
+		if sa := m.cur.sa; sa != nil {
+			rd.Train.Noise = m.p.SecAgg.NoiseFor(sa.t, sa.gamma)
+		}
 	}
 	if m.pending == nil && len(m.queue) == 0 {
 		m.secAggTasks()

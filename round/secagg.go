@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/privacy/dp"
 	"github.com/globalbrain/globalbrain/privacy/secagg"
 )
 
@@ -45,9 +46,12 @@ const keyLen = 32
 // SecAggView is what a phase's work needs to know of the round: the
 // committed participant sets with the signed messages that fixed them.
 type SecAggView struct {
-	Round   uint64
-	Base    Digest
-	T       int        // the reconstruction threshold t
+	Round uint64
+	Base  Digest
+	T     int // the reconstruction threshold t
+	// Noise is the round's distributed-DP encoding (NoiseFor), nil in
+	// mode secagg.
+	Noise   *dp.DistributedNoise
 	KeyAds  []*Message // U1's KeyAds, by peer ID
 	Shares  []*Message // U2's share announcements, by peer ID
 	Inputs  []*Message // U3's input announcements, by peer ID
@@ -155,7 +159,7 @@ func (m *Machine) inSet(e *Entry, id identity.PeerID) bool {
 // secAggView is the view of the phases applied so far.
 func (m *Machine) secAggView() *SecAggView {
 	sa := m.cur.sa
-	v := &SecAggView{Round: m.cur.round, Base: m.st.Model, T: sa.t}
+	v := &SecAggView{Round: m.cur.round, Base: m.st.Model, T: sa.t, Noise: m.p.SecAgg.NoiseFor(sa.t, sa.gamma)}
 	if len(sa.entries) > 0 {
 		v.KeyAds = sa.entries[0].Included
 	}
@@ -348,7 +352,7 @@ func sameSecAgg(a, b *Message) bool {
 }
 
 // inputBytes is the length of a masked input: [w, w*x] mod 2^64.
-func (m *Machine) inputBytes() int64 { return 8 * (m.p.UpdateBytes/4 + 1) }
+func (m *Machine) inputBytes() int64 { return 8 * int64(m.p.SecAgg.InputWords(int(m.p.UpdateBytes/4))) }
 
 // Bounds on the share and reveal blobs of a sample of n (secagg_blob.go).
 func maxShareBlob(n int) int64  { return int64(64 + n*(shareEntryMax)) }

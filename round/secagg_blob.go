@@ -3,6 +3,7 @@ package round
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/identity"
+	"github.com/globalbrain/globalbrain/privacy/dp"
 	"github.com/globalbrain/globalbrain/privacy/secagg"
 )
 
@@ -17,7 +19,8 @@ import (
 // anything is allocated; a blob that does not parse exactly is refused.
 //
 //	share blob   "gb/sa-shares/1" | r (8) | count (2) | count x (id len (2) | id | box len (2) | box)
-//	input blob   (dim+1) little-endian uint64: y_i = [w, w*x] + masks, mod 2^64
+//	input blob   (dim+1) little-endian uint64: y_i = [w, w*x] + masks, mod 2^64;
+//	             in mode distributed PaddedDim(dim) words: the DDG encoding + masks
 //	reveal blob  "gb/sa-reveal/1" | r (8) | count (2) | count x (what (1) | id len (2) | id | x (2) | y (66))
 //
 // In a reveal, what is 'b' (a share of a survivor's self-mask secret) or
@@ -172,10 +175,11 @@ func DecodeRevealBlob(r uint64, b []byte) ([]RevealShare, error) {
 }
 
 // CheckBlob is the edge check of a blob an announcement of kind named for
-// round r, before it is stored or vouched for: an update decodes to dim
-// finite floats (CheckUpdate), a share or reveal blob parses exactly, a
-// masked input has dim+1 words.
-func CheckBlob(kind Kind, r uint64, b []byte, dim int) error {
+// round r, before it is stored or vouched for: an update decodes to the
+// model's finite floats (CheckUpdate), a share or reveal blob parses
+// exactly, a masked input has InputWords words.
+func (p *Params) CheckBlob(kind Kind, r uint64, b []byte) error {
+	dim := int(p.UpdateBytes / 4)
 	var err error
 	switch kind {
 	case KindAnnounce:
@@ -185,11 +189,27 @@ func CheckBlob(kind Kind, r uint64, b []byte, dim int) error {
 	case KindReveal:
 		_, err = DecodeRevealBlob(r, b)
 	case KindInput:
-		if len(b) != 8*(dim+1) {
-			err = fmt.Errorf("round: input blob of %d bytes, want %d", len(b), 8*(dim+1))
+		words := dim + 1
+		if p.SecAgg != nil {
+			words = p.SecAgg.InputWords(dim)
+		}
+		if len(b) != 8*words {
+			err = fmt.Errorf("round: input blob of %d bytes, want %d", len(b), 8*words)
 		}
 	}
 	return err
+}
+
+// RotationSeed is the public seed of the distributed mode's rotation in
+// round r from base: every participant encodes, and every member decodes,
+// with NewRotation(RotationSeed(...)).
+func RotationSeed(consortium [32]byte, r uint64, base Digest) [32]byte {
+	h := sha256.New()
+	h.Write([]byte("gb/dp/rotation/1\x00"))
+	h.Write(consortium[:])
+	h.Write(binary.BigEndian.AppendUint64(nil, r))
+	h.Write(base[:])
+	return [32]byte(h.Sum(nil))
 }
 
 // EncodeInput and DecodeInput convert a masked input to and from its blob.
@@ -232,9 +252,10 @@ func KeyAdKeys(a *Message) (c, s *ecdh.PublicKey, err error) {
 // KeyAd), decoded within the encoding's bounds, and the mean update handed
 // to the strategy as one. A missing blob is a *MissingBlobError; any other
 // error names what failed, and the round is abandoned.
-func SecAggOutcome(s fedavg.Strategy, base *fedavg.Global, consortium [32]byte, enc secagg.Encoding, v *SecAggView, blobs BlobSource) (*fedavg.Global, error) {
+func SecAggOutcome(s fedavg.Strategy, base *fedavg.Global, consortium [32]byte, p *SecAggParams, v *SecAggView, blobs BlobSource) (*fedavg.Global, error) {
 	sess := v.Session(consortium)
 	dim := len(base.Weights)
+	words := p.InputWords(dim)
 	var missing []Digest
 	get := func(d Digest) []byte {
 		b, ok := blobs(d)
@@ -246,11 +267,11 @@ func SecAggOutcome(s fedavg.Strategy, base *fedavg.Global, consortium [32]byte, 
 	}
 	// The inputs are added mod 2^64 as they are read (blobs verifies
 	// them): one sum in memory, not |U3| decoded inputs.
-	sum := make([]uint64, dim+1)
+	sum := make([]uint64, words)
 	for _, in := range v.Inputs {
 		if b := get(in.Digest); b != nil {
-			if len(b) != 8*(dim+1) {
-				return nil, fmt.Errorf("round: input blob of %s: %d bytes, want %d", in.Author.Short(), len(b), 8*(dim+1))
+			if len(b) != 8*words {
+				return nil, fmt.Errorf("round: input blob of %s: %d bytes, want %d", in.Author.Short(), len(b), 8*words)
 			}
 			for i := range sum {
 				sum[i] += binary.LittleEndian.Uint64(b[8*i:])
@@ -346,18 +367,25 @@ func SecAggOutcome(s fedavg.Strategy, base *fedavg.Global, consortium [32]byte, 
 	if err != nil {
 		return nil, err
 	}
-	w, wx, err := enc.Decode(plain, len(v.Inputs))
-	if err != nil {
-		return nil, err
+	var mean []float32
+	var examples int64
+	if v.Noise != nil {
+		mean, examples = decodeDistributed(v, consortium, plain, dim)
+	} else {
+		w, wx, err := p.Encoding.Decode(plain, len(v.Inputs))
+		if err != nil {
+			return nil, err
+		}
+		if !(w > 0) {
+			return nil, errors.New("round: secure aggregation: total weight 0")
+		}
+		mean = make([]float32, dim)
+		for i := range mean {
+			mean[i] = float32(wx[i] / w)
+		}
+		examples = int64(math.Round(w))
 	}
-	if !(w > 0) {
-		return nil, errors.New("round: secure aggregation: total weight 0")
-	}
-	mean := make([]float32, dim)
-	for i := range mean {
-		mean[i] = float32(wx[i] / w)
-	}
-	next, err := s.Aggregate(v.Round, base, []fedavg.Update{{Peer: identity.PeerID("secagg-sum"), Delta: mean, Examples: int64(math.Round(w))}})
+	next, err := s.Aggregate(v.Round, base, []fedavg.Update{{Peer: identity.PeerID("secagg-sum"), Delta: mean, Examples: examples}})
 	if err != nil {
 		return nil, err
 	}
@@ -365,4 +393,30 @@ func SecAggOutcome(s fedavg.Strategy, base *fedavg.Global, consortium [32]byte, 
 		return base, nil
 	}
 	return next, nil
+}
+
+// decodeDistributed is the distributed mode's result: the unweighted mean
+// of U3's DDG encodings, its sum bounded (dp.DistributedNoise.SumBound: a
+// sum past what |U3| inputs within the clip and their noise reach, which
+// only a participant that did not encode honestly can cause, is scaled
+// down onto the bound, so such a participant moves the model at most that
+// far and cannot stall the round). Its weight for the strategy is |U3|.
+func decodeDistributed(v *SecAggView, consortium [32]byte, plain []uint64, dim int) ([]float32, int64) {
+	n := len(v.Inputs)
+	rot := dp.NewRotation(RotationSeed(consortium, v.Round, v.Base), dim)
+	x := v.Noise.DecodeSum(plain, rot)
+	bound := v.Noise.SumBound(dim, n)
+	var sq float64
+	for _, f := range x {
+		sq += float64(f * f)
+	}
+	scale := float64(1)
+	if norm := math.Sqrt(sq); norm > bound {
+		scale = bound / norm
+	}
+	mean := make([]float32, dim)
+	for j, f := range x {
+		mean[j] = float32(float64(f*scale) / float64(n))
+	}
+	return mean, int64(n)
 }

@@ -109,10 +109,8 @@ func (c Config) Validate() error {
 	}
 	switch c.Privacy.Mode {
 	case "", manifest.PrivacyNone:
-	case manifest.PrivacyUpdate, manifest.PrivacyDPSGD, manifest.PrivacySecAgg:
+	case manifest.PrivacyUpdate, manifest.PrivacyDPSGD, manifest.PrivacySecAgg, manifest.PrivacyDistributed:
 		errs = append(errs, c.privacyErrors()...)
-	case manifest.PrivacyDistributed:
-		bad("privacy", "%s: distributed DP is not wired yet in this build", c.Privacy.Mode)
 	default:
 		bad("privacy", "%q unknown", c.Privacy.Mode)
 	}

@@ -47,11 +47,11 @@ func TestParseSimulateErrors(t *testing.T) {
 		{[]string{"--transport", "libp2p", "--drop", "0.1"}, "only -crash faults"},
 		{[]string{"--privacy", "dp"}, `-privacy "dp", want none, dp-update, dp-sgd, secagg or dp-distributed`},
 		{[]string{"--privacy", "secagg", "--dp-z", "1"}, "adds no noise"},
-		{[]string{"--privacy", "dp-distributed", "--dp-z", "1"}, "distributed DP is not wired yet"},
+		{[]string{"--privacy", "dp-distributed", "--dp-z", "1"}, "-privacy dp-distributed needs -dp-z, -dp-clip and -dp-epsilon"},
 		{[]string{"--privacy", "dp-update", "--dp-z", "1"}, "-privacy dp-update needs -dp-z, -dp-clip and -dp-epsilon"},
 		{[]string{"--privacy", "dp-update", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3", "--dp-example-clip", "1"}, "-dp-example-clip is dp-sgd's"},
 		{[]string{"--privacy", "dp-sgd", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3"}, "-dp-clip is dp-update's"},
-		{[]string{"--dp-z", "1"}, "the -dp-* flags need -privacy dp-update or dp-sgd"},
+		{[]string{"--dp-z", "1"}, "the -dp-* flags need -privacy dp-update, dp-distributed or dp-sgd"},
 		{[]string{"--privacy", "dp-update", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3", "--direct"}, "-privacy needs the nodes"},
 		{[]string{"--privacy", "dp-update", "--dp-z", "1", "--dp-clip", "1", "--dp-epsilon", "3", "--dp-delta", "2"}, "privacy.dp.delta: 2, want in (0, 1)"},
 	} {

@@ -62,7 +62,7 @@ type simOptions struct {
 	direct      bool
 	transport   string
 	faults      sim.Faults
-	privacy     string // none, secagg, dp-update, dp-sgd (dp-distributed: not wired yet)
+	privacy     string // none, secagg, dp-update, dp-distributed, dp-sgd
 	dp          manifest.DP
 }
 
@@ -86,22 +86,20 @@ func (o *simOptions) privacyConfig() (manifest.Privacy, error) {
 	switch mode {
 	case manifest.PrivacyNone:
 		if d != (manifest.DP{}) {
-			return manifest.Privacy{}, fmt.Errorf("simulate: the -dp-* flags need -privacy dp-update or dp-sgd")
+			return manifest.Privacy{}, fmt.Errorf("simulate: the -dp-* flags need -privacy dp-update, dp-distributed or dp-sgd")
 		}
 		return manifest.Privacy{Mode: mode}, nil
 	case manifest.PrivacySecAgg:
 		if d != (manifest.DP{}) {
-			return manifest.Privacy{}, fmt.Errorf("simulate: -privacy secagg adds no noise: the -dp-* flags need -privacy dp-update or dp-sgd")
+			return manifest.Privacy{}, fmt.Errorf("simulate: -privacy secagg adds no noise: the -dp-* flags need -privacy dp-update, dp-distributed or dp-sgd")
 		}
 		return manifest.Privacy{Mode: mode}, nil
-	case manifest.PrivacyDistributed:
-		return manifest.Privacy{}, fmt.Errorf("simulate: -privacy %s: distributed DP is not wired yet in this build", o.privacy)
-	case manifest.PrivacyUpdate:
+	case manifest.PrivacyUpdate, manifest.PrivacyDistributed:
 		if d.ExampleClip != 0 {
-			return manifest.Privacy{}, fmt.Errorf("simulate: -dp-example-clip is dp-sgd's; -privacy dp-update clips whole updates with -dp-clip")
+			return manifest.Privacy{}, fmt.Errorf("simulate: -dp-example-clip is dp-sgd's; -privacy %s clips whole updates with -dp-clip", o.privacy)
 		}
 		if d.Z == 0 || d.Clip == 0 || d.Epsilon == 0 {
-			return manifest.Privacy{}, fmt.Errorf("simulate: -privacy dp-update needs -dp-z, -dp-clip and -dp-epsilon")
+			return manifest.Privacy{}, fmt.Errorf("simulate: -privacy %s needs -dp-z, -dp-clip and -dp-epsilon", o.privacy)
 		}
 	case manifest.PrivacyDPSGD:
 		if d.Clip != 0 {
@@ -141,9 +139,9 @@ func simulateFlags(c *sim.Config, o *simOptions) *flag.FlagSet {
 		}
 		return err
 	})
-	fs.StringVar(&o.privacy, "privacy", "none", "privacy mode: none, dp-update (each member clips and noises its update), dp-sgd (DP-SGD local training), secagg (secure aggregation: no member sees another's update); dp-distributed is not wired yet")
-	fs.Float64Var(&o.dp.Z, "dp-z", o.dp.Z, "noise multiplier z (dp-update, dp-sgd)")
-	fs.Float64Var(&o.dp.Clip, "dp-clip", o.dp.Clip, "L2 bound S of each update (dp-update)")
+	fs.StringVar(&o.privacy, "privacy", "none", "privacy mode: none, dp-update (each member clips and noises its update), dp-sgd (DP-SGD local training), secagg (secure aggregation: no member sees another's update), dp-distributed (secure aggregation of updates each carrying a share of the noise)")
+	fs.Float64Var(&o.dp.Z, "dp-z", o.dp.Z, "noise multiplier z (dp-update, dp-distributed, dp-sgd)")
+	fs.Float64Var(&o.dp.Clip, "dp-clip", o.dp.Clip, "L2 bound S of each update (dp-update, dp-distributed)")
 	fs.Float64Var(&o.dp.ExampleClip, "dp-example-clip", o.dp.ExampleClip, "L2 bound of each example's gradient (dp-sgd)")
 	fs.Float64Var(&o.dp.Delta, "dp-delta", o.dp.Delta, "delta of the reported (epsilon, delta) (0: 1e-5)")
 	fs.Float64Var(&o.dp.Epsilon, "dp-epsilon", o.dp.Epsilon, "each member's privacy budget: past it a member declines rounds")

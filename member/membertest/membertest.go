@@ -93,7 +93,7 @@ func MakeCluster(t testing.TB, o Options) *Cluster {
 	c.Manifest.Round.Deadline = manifest.Duration(2 * time.Second)
 	if o.Privacy.Mode != "" {
 		c.Manifest.Privacy = o.Privacy
-		if o.Privacy.Mode == manifest.PrivacySecAgg {
+		if o.Privacy.UsesSecAgg() {
 			// Ticks here are as fast as the test loop (2 ms): give each
 			// of the four phases 300 ticks, as the round; a phase ends
 			// early once its whole set has answered.

@@ -399,6 +399,22 @@ func (p DistributedNoise) DecodeSum(sum []uint64, rot *Rotation) []float64 {
 	return x
 }
 
+// SumBound is an L2 bound on DecodeSum's result for count honest
+// contributions: each within Delta2 (Sensitivity) on the grid, and their
+// noise, count*LocalSigma2 per coordinate of d = PaddedDim(dim), at most
+// twice its root-mean-square norm sqrt(d*count*LocalSigma2), all over
+// Scale. The noise passes twice its RMS with probability below
+// exp(-d*count/2) (a sum of d*count subgaussian squares), so honest inputs
+// never reach the bound; a decoder scales a sum past it down onto it,
+// which bounds how far inputs that were not encoded honestly move the
+// result.
+func (p DistributedNoise) SumBound(dim, count int) float64 {
+	l2, _ := p.Sensitivity(dim)
+	s2, _ := p.LocalSigma2().Float64()
+	noise := float64(2 * math.Sqrt(float64(float64(PaddedDim(dim)*count)*s2)))
+	return float64(float64(float64(count)*l2)+noise) / p.Scale
+}
+
 // DecodeMean is the unweighted mean of the count contributions behind sum,
 // as float32: DecodeSum divided by count.
 func (p DistributedNoise) DecodeMean(sum []uint64, count int, rot *Rotation) []float32 {
