@@ -434,7 +434,11 @@ func maskPeers(keyAds, u2 []*round.Message) ([]secagg.MaskPeer, error) {
 // distributed: noised and charged when it was trained).
 func (n *Node) ownEncoding(r uint64) ([]uint64, error) {
 	if n.secagg.Distributed != nil {
-		return n.keptWords(r)
+		words, err := n.keptWords(r)
+		if err == nil && len(words) != n.secagg.InputWords(len(n.cfg.Genesis.Weights)) {
+			err = fmt.Errorf("node: the encoding kept for round %d has %d words, want %d", r, len(words), n.secagg.InputWords(len(n.cfg.Genesis.Weights)))
+		}
+		return words, err
 	}
 	delta, examples, err := n.keptDelta(r)
 	if err != nil {
