@@ -276,3 +276,19 @@ func TestAuditSecAgg(t *testing.T) {
 		failedAt(t, auditDir(t, d, c.Manifest), rounds, "sa-reveal of")
 	})
 }
+
+// A store past its retention window: the raft log compacted behind a
+// snapshot and the old blobs collected. What is gone is said, not failed.
+func TestAuditCompacted(t *testing.T) {
+	const rounds = 8
+	c := runCluster(t, membertest.Options{Members: 3, Rounds: rounds, Retain: 1})
+	rep := auditDir(t, c.Dirs[2], c.Manifest)
+	require.True(t, rep.OK, "%v", rep.Failures)
+	require.Len(t, rep.Rounds, rounds)
+	require.Equal(t, rounds, rep.Counts.Chained, "the outcome records are all kept: the chain is whole")
+	require.Less(t, rep.Counts.Recomputed, rounds, "old update blobs are collected")
+	require.Positive(t, rep.Counts.Recomputed)
+	var text strings.Builder
+	require.NoError(t, rep.WriteText(&text))
+	t.Log("\n" + text.String())
+}
