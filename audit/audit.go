@@ -243,7 +243,11 @@ func (a *audit) blob(r uint64, what string, d round.Digest) ([]byte, bool) {
 	if err != nil {
 		if !a.corrupt[d] {
 			a.corrupt[d] = true
-			a.rep.fail(r, "%s blob %s does not hash to its digest (corrupt or truncated): %v", what, short(d.String()), err)
+			if errors.Is(err, store.ErrCorruptBlob) {
+				a.rep.fail(r, "%s blob %s does not hash to its digest (corrupt or truncated)", what, short(d.String()))
+			} else {
+				a.rep.fail(r, "%s blob %s: %v", what, short(d.String()), err)
+			}
 		}
 		return nil, false
 	}

@@ -260,6 +260,9 @@ func TestAuditSecAgg(t *testing.T) {
 		require.Equal(t, rounds, m.Masked, m.Peer)
 	}
 	require.Contains(t, strings.Join(rep.Unknown, "\n"), "masked")
+	var text strings.Builder
+	require.NoError(t, rep.WriteText(&text))
+	t.Log("\n" + text.String())
 
 	t.Run("masked input flipped", func(t *testing.T) {
 		d := copyDir(t, dir)
