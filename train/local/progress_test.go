@@ -78,12 +78,15 @@ func TestTrainerProgress(t *testing.T) {
 }
 
 func TestProgressEveryBoundsTheRate(t *testing.T) {
-	start := time.Now()
-	n := 0
-	f := progressEvery(1, start, 20*time.Millisecond, func(uint64, train.Progress, time.Duration) { n++ })
-	for time.Since(start) < 110*time.Millisecond {
+	start := time.Unix(1000, 0)
+	clock := start
+	now := func() time.Time { return clock }
+	var at []time.Duration
+	f := progressEvery(1, start, 20*time.Millisecond, now, func(_ uint64, _ train.Progress, took time.Duration) { at = append(at, took) })
+	for clock.Sub(start) < 110*time.Millisecond { // a step every 7 ms for 110 ms
+		clock = clock.Add(7 * time.Millisecond)
 		f(train.Progress{})
 	}
-	require.GreaterOrEqual(t, n, 3, "reports keep coming during a long training")
-	require.LessOrEqual(t, n, 5, "at most one per interval, none in the first")
+	require.Equal(t, []time.Duration{21 * time.Millisecond, 42 * time.Millisecond, 63 * time.Millisecond, 84 * time.Millisecond, 105 * time.Millisecond}, at,
+		"none in the first interval, then at most one per interval")
 }

@@ -46,12 +46,13 @@ type Trainer struct {
 // DefaultProgressEvery is the interval of Trainer.Progress reports.
 const DefaultProgressEvery = 10 * time.Second
 
-// progressEvery bounds Progress's rate: at most one call per every, the
-// first one every after start. It runs on the training goroutine.
-func progressEvery(r uint64, start time.Time, every time.Duration, report func(uint64, train.Progress, time.Duration)) func(train.Progress) {
+// progressEvery bounds Progress's rate: at most one call per every (by
+// the clock now), the first one every after start. It runs on the
+// training goroutine.
+func progressEvery(r uint64, start time.Time, every time.Duration, now func() time.Time, report func(uint64, train.Progress, time.Duration)) func(train.Progress) {
 	next := start.Add(every)
 	return func(p train.Progress) {
-		if now := time.Now(); !now.Before(next) {
+		if now := now(); !now.Before(next) {
 			next = now.Add(every)
 			report(r, p, now.Sub(start))
 		}
@@ -97,7 +98,7 @@ func (t *Trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fed
 			if every <= 0 {
 				every = DefaultProgressEvery
 			}
-			model.OnStep = progressEvery(r, start, every, t.Progress)
+			model.OnStep = progressEvery(r, start, every, time.Now, t.Progress)
 			defer func() { model.OnStep = nil }()
 		}
 		u, st, err := t.update(model, r, g, cfg)
