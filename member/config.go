@@ -130,6 +130,10 @@ func loadTrainer(cfg *nodeconfig.Config, man *manifest.Manifest, id identity.Ide
 	t.Observe = func(r uint64, u fedavg.Update, st train.TrainStats, took time.Duration) {
 		log.Info("trained", "round", r, "examples", u.Examples, "train_loss", st.Loss, "seconds", took.Seconds())
 	}
+	t.Progress = func(r uint64, p train.Progress, took time.Duration) { // at most one line per local.DefaultProgressEvery
+		log.Info("training", "round", r, "epoch", p.Epoch, "epochs", p.Epochs, "step", p.Step, "steps", p.Steps,
+			"examples_done", p.Examples, "train_loss", p.Loss, "seconds", took.Seconds())
+	}
 	log.Info("data loaded", "dataset", trainSet.Name, "partition", dc.Partition, "part", fmt.Sprintf("%d/%d", dc.Index, dc.Members),
 		"examples", len(t.Part), "test_examples", testSet.N, "seconds", time.Since(start).Seconds())
 	return t, testSet, nil

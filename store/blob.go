@@ -30,7 +30,7 @@ func (db *DB) blobPath(d fedavg.Digest) string {
 // after a crash is safe.
 func (db *DB) PutBlob(data []byte) (fedavg.Digest, error) {
 	d := sha256.Sum256(data)
-	if err := db.check(); err != nil {
+	if err := db.checkWrite(); err != nil {
 		return d, err
 	}
 	final := db.blobPath(d)
@@ -111,6 +111,9 @@ func (db *DB) Blob(d fedavg.Digest) ([]byte, error) {
 		return nil, fmt.Errorf("store: %s: %w", p, err)
 	}
 	if sha256.Sum256(data) != d {
+		if db.readOnly {
+			return nil, fmt.Errorf("store: blob %s: %w", d, ErrCorruptBlob)
+		}
 		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			return nil, fmt.Errorf("store: blob %s: %w (removing it: %v)", d, ErrCorruptBlob, rerr)
 		}
@@ -132,7 +135,7 @@ func (db *DB) HasBlob(d fedavg.Digest) bool {
 // DeleteBlob removes blob d. Removing a missing blob is not an error.
 // The caller must not delete a blob that a retained outcome names.
 func (db *DB) DeleteBlob(d fedavg.Digest) error {
-	if err := db.check(); err != nil {
+	if err := db.checkWrite(); err != nil {
 		return err
 	}
 	p := db.blobPath(d)

@@ -84,13 +84,15 @@ type Options struct {
 // DB is a node's crash-safe store: bbolt metadata in dir/meta.db and
 // content-addressed blob files in dir/blobs. It is safe for concurrent use.
 type DB struct {
-	dir     string
-	blobs   string
-	bolt    *bolt.DB
-	opts    Options
-	closed  atomic.Bool
-	once    sync.Once
-	closeEr error
+	dir   string
+	blobs string
+	bolt  *bolt.DB
+	opts  Options
+	// readOnly: opened by OpenReadOnly; files are never written or removed.
+	readOnly bool
+	closed   atomic.Bool
+	once     sync.Once
+	closeEr  error
 }
 
 var _ io.Closer = (*DB)(nil)

@@ -102,6 +102,11 @@ type Model struct {
 	loss   softmaxXent
 	order  []int     // shuffled example order
 	bound  []float32 // parameters the layers view
+
+	// OnStep, if set, is called after every SGD step of Train (and of
+	// local DP-SGD) with the progress so far; it must be cheap (a caller
+	// that logs throttles inside it).
+	OnStep func(Progress)
 }
 
 // Larger minibatches are processed in chunks of at most this many examples

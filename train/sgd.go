@@ -95,6 +95,7 @@ func (m *Model) Train(params, global []float32, d *Dataset, idx []int, cfg SGDCo
 	lr := float32(cfg.LR)
 	mu := float32(cfg.ProxMu)
 	dim := m.inDim
+	steps := cfg.Epochs * ((n + B - 1) / B)
 
 	for epoch := 0; epoch < cfg.Epochs; epoch++ {
 		rng.Shuffle(n, func(i, j int) { m.order[i], m.order[j] = m.order[j], m.order[i] })
@@ -116,6 +117,10 @@ func (m *Model) Train(params, global []float32, d *Dataset, idx []int, cfg SGDCo
 			blasImpl.Saxpy(len(params), -lr, m.grad, 1, params, 1)
 			st.Steps++
 			st.Examples += b
+			if m.OnStep != nil {
+				m.OnStep(Progress{Epoch: epoch + 1, Epochs: cfg.Epochs, Step: st.Steps, Steps: steps, Examples: st.Examples,
+					Loss: epochLoss / float64(s+b)})
+			}
 		}
 		st.Loss = epochLoss / float64(n)
 	}

@@ -19,6 +19,7 @@ Usage:
   globalbrain init --dir DIR     create an identity key and a node config; print the peer ID
   globalbrain run --config FILE  run a member's node until SIGINT or SIGTERM
   globalbrain status             summarise a running node (its local /status)
+  globalbrain audit              verify a stopped node's log offline; who contributed what
   globalbrain member add|sign|submit
                                  add a member: write, sign and submit the request
   globalbrain simulate [flags]   simulate a consortium in one process (see -h)
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runNode(ctx, args[1:], stdout, stderr)
 	case "status":
 		return status(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return auditCommand(ctx, args[1:], stdout, stderr)
 	case "member":
 		return memberCommand(ctx, args[1:], stdout, stderr)
 	case "simulate":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -26,9 +28,11 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	httpAddr := fs.String("http", "", "host:port of the node's API (default "+nodeconfig.DefaultHTTP+", or the http of --config)")
 	cfgPath := fs.String("config", "", "the node's config; its http address is asked")
-	asJSON := fs.Bool("json", false, "print the /status document as it is")
+	asJSON := fs.Bool("json", false, "print the /status document as it is (with --watch: one line per interval)")
+	watch := fs.Bool("watch", false, "print the status again every --interval until interrupted")
+	interval := fs.Duration("interval", 2*time.Second, "with --watch: time between two prints")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: globalbrain status [--http 127.0.0.1:9464 | --config node.yaml] [--json]\n\n")
+		fmt.Fprint(fs.Output(), "Usage: globalbrain status [--http 127.0.0.1:9464 | --config node.yaml] [--json] [--watch [--interval 2s]]\n\n")
 		fs.PrintDefaults()
 	}
 	pos, err := parseFlags(fs, args)
@@ -42,11 +46,22 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
+	if !*watch {
+		return showStatus(ctx, stdout, addr, *asJSON)
+	}
+	if *interval <= 0 {
+		return fmt.Errorf("status: --interval %v: want a positive duration", *interval)
+	}
+	return watchStatus(ctx, stdout, addr, *asJSON, *interval)
+}
+
+// showStatus prints the node's status once.
+func showStatus(ctx context.Context, stdout io.Writer, addr string, asJSON bool) error {
 	body, err := getStatus(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	if *asJSON {
+	if asJSON {
 		_, err := stdout.Write(body)
 		return err
 	}
@@ -56,6 +71,57 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	printStatus(stdout, &st)
 	return nil
+}
+
+// watchStatus reprints the status every interval until ctx ends (SIGINT).
+// A node that cannot be reached is said and asked again: a restarting
+// node does not end the watch. On a terminal the screen is redrawn; else
+// each print starts with a line naming the time.
+func watchStatus(ctx context.Context, stdout io.Writer, addr string, asJSON bool, interval time.Duration) error {
+	tty := false
+	if f, ok := stdout.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		var b bytes.Buffer
+		err := showStatus(ctx, &b, addr, asJSON)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var out bytes.Buffer
+		switch {
+		case asJSON && err != nil:
+			fmt.Fprintf(&out, "{\"error\":%q}\n", err.Error())
+		case asJSON:
+			if err := json.Compact(&out, b.Bytes()); err != nil {
+				out.Reset()
+				fmt.Fprintf(&out, "{\"error\":%q}", "status: not a JSON document: "+err.Error())
+			}
+			out.WriteByte('\n')
+		default:
+			if tty {
+				out.WriteString("\033[H\033[2J")
+			}
+			fmt.Fprintf(&out, "-- %s, every %v (Ctrl-C stops)\n", time.Now().Format(time.TimeOnly), interval)
+			if err != nil {
+				fmt.Fprintf(&out, "%v\n", err)
+			} else {
+				out.Write(b.Bytes())
+			}
+		}
+		if _, err := stdout.Write(out.Bytes()); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 // apiAddr picks the API address: --http, else the config's http (an

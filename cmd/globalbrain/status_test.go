@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -84,4 +89,61 @@ func TestStatusUnreachable(t *testing.T) {
 
 	_, err = cli(t, "status", "--http", addr, "--config", "node.yaml")
 	require.ErrorContains(t, err, "not both")
+}
+
+// status --watch reprints the status every interval, keeps watching while
+// the node cannot be reached, and stops cleanly when interrupted.
+func TestStatusWatch(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		if n == 2 {
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(node.Status{Peer: identity.Derive(3, 0).ID.String(), Round: uint64(n), Phase: "collecting", Members: 1})
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	for _, asJSON := range []bool{false, true} {
+		calls.Store(0)
+		ctx, cancel := context.WithCancel(context.Background())
+		var out syncBuffer
+		done := make(chan error, 1)
+		args := []string{"status", "--http", addr, "--watch", "--interval", "20ms"}
+		if asJSON {
+			args = append(args, "--json")
+		}
+		go func() { done <- run(ctx, args, &out, io.Discard) }()
+		require.Eventually(t, func() bool { return calls.Load() >= 4 }, 10*time.Second, 5*time.Millisecond)
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "an interrupted watch ends cleanly")
+		case <-time.After(5 * time.Second):
+			t.Fatal("status --watch did not stop when interrupted")
+		}
+		text := out.String()
+		if !asJSON {
+			require.Contains(t, text, "round     1, phase collecting")
+			require.Contains(t, text, "503 Service Unavailable: restarting", "an unreachable node is said, and the watch goes on")
+			require.Contains(t, text, "round     3, phase collecting")
+			require.Less(t, strings.Index(text, "round     1,"), strings.Index(text, "round     3,"))
+			require.GreaterOrEqual(t, strings.Count(text, "-- "), 3, "a header per print")
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(text), "\n")
+		require.GreaterOrEqual(t, len(lines), 3)
+		var first api.Status
+		require.NoError(t, json.Unmarshal([]byte(lines[0]), &first), "one JSON document per line")
+		require.Equal(t, uint64(1), first.Round)
+		require.Contains(t, lines[1], `"error"`)
+		var third api.Status
+		require.NoError(t, json.Unmarshal([]byte(lines[2]), &third))
+		require.Equal(t, uint64(3), third.Round)
+	}
+
+	_, err := cli(t, "status", "--http", addr, "--watch", "--interval", "0s")
+	require.ErrorContains(t, err, "--interval 0s: want a positive duration")
 }

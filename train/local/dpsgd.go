@@ -146,9 +146,13 @@ func dpsgd(model *train.Model, w, global []float32, d *train.Dataset, part []int
 	delta := make([]float32, len(w))
 	var idx []int
 	one := make([][]float32, 1)
-	var lastLoss float64
-	var lastN int
+	var lastLoss, runLoss float64 // runLoss: the current epoch's, for OnStep
+	var lastN, runN int
+	perEpoch := max(p.Steps(1, n), 1)
 	for s := int64(0); s < steps; s++ {
+		if s%perEpoch == 0 {
+			runLoss, runN = 0, 0
+		}
 		idx = idx[:0]
 		for _, k := range dp.PoissonSample(n, q, rng) {
 			idx = append(idx, part[k])
@@ -162,6 +166,8 @@ func dpsgd(model *train.Model, w, global []float32, d *train.Dataset, part []int
 				lastLoss += loss
 				lastN++
 			}
+			runLoss += loss
+			runN++
 			one[0] = g
 			_, err := dp.SumClipped(sum, one, p.ExampleClip)
 			return err
@@ -180,6 +186,10 @@ func dpsgd(model *train.Model, w, global []float32, d *train.Dataset, part []int
 		}
 		st.Steps++
 		st.Examples += len(idx)
+		if model.OnStep != nil && runN > 0 {
+			model.OnStep(train.Progress{Epoch: min(int(s/perEpoch)+1, cfg.Epochs), Epochs: cfg.Epochs, Step: st.Steps, Steps: int(steps),
+				Examples: st.Examples, Loss: runLoss / float64(runN)})
+		}
 	}
 	if lastN > 0 {
 		st.Loss = lastLoss / float64(lastN)

@@ -36,6 +36,27 @@ type Trainer struct {
 	DPKey []byte
 	// Observe, if set, hears of every finished training.
 	Observe func(r uint64, u fedavg.Update, st train.TrainStats, took time.Duration)
+	// Progress, if set, hears of a training in progress at most once per
+	// ProgressEvery (DefaultProgressEvery if 0), the first time one
+	// interval after it started: a short training is never reported.
+	Progress      func(r uint64, p train.Progress, took time.Duration)
+	ProgressEvery time.Duration
+}
+
+// DefaultProgressEvery is the interval of Trainer.Progress reports.
+const DefaultProgressEvery = 10 * time.Second
+
+// progressEvery bounds Progress's rate: at most one call per every (by
+// the clock now), the first one every after start. It runs on the
+// training goroutine.
+func progressEvery(r uint64, start time.Time, every time.Duration, now func() time.Time, report func(uint64, train.Progress, time.Duration)) func(train.Progress) {
+	next := start.Add(every)
+	return func(p train.Progress) {
+		if now := now(); !now.Before(next) {
+			next = now.Add(every)
+			report(r, p, now.Sub(start))
+		}
+	}
 }
 
 // NewTrainer is a Trainer with a pool of one model of spec.
@@ -72,6 +93,14 @@ func (t *Trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, cfg fed
 	done := make(chan result, 1)
 	go func() {
 		defer func() { t.Models <- model }()
+		if t.Progress != nil {
+			every := t.ProgressEvery
+			if every <= 0 {
+				every = DefaultProgressEvery
+			}
+			model.OnStep = progressEvery(r, start, every, time.Now, t.Progress)
+			defer func() { model.OnStep = nil }()
+		}
 		u, st, err := t.update(model, r, g, cfg)
 		done <- result{u, st, err}
 	}()
