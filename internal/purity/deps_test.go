@@ -39,6 +39,7 @@ var badDeps = []struct {
 		"globalbrain/round": "the transport decodes nothing: the gate judges and decodes once"}},
 	{"store", map[string]string{"libp2p": "storage knows no network", "/p2p": "storage knows no network", "/sim": "the production path never runs the simulator"}},
 	{"member", map[string]string{"/sim": "the production path never runs the simulator"}},
+	{"audit", map[string]string{"libp2p": "the audit is offline: it reads a stopped node's store", "/p2p": "the audit is offline: no transport", "net": "the audit is offline: no network", "/sim": "the audit checks what nodes recorded, it never simulates"}},
 	{"train/local", map[string]string{"libp2p": "local training knows no network", "bbolt": "local training knows no store", "/sim": "the simulator uses local training, not the reverse"}},
 	{"api", map[string]string{"/sim": "the production path never runs the simulator", "bbolt": "the API reads the node, not the store"}},
 	{"wire", map[string]string{"libp2p": "wire is the neutral ground between transport and node", "globalbrain/round": "wire is below round", "globalbrain/node": "wire is below node"}},
