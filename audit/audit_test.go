@@ -295,3 +295,18 @@ func TestAuditCompacted(t *testing.T) {
 	require.NoError(t, rep.WriteText(&text))
 	t.Log("\n" + text.String())
 }
+
+// Under the distributed mode the audit rebuilds each round's noise
+// parameters (t - gamma of its sample) and unmasks and decodes the sum
+// again: it reaches the model the log names, and the weight is |U3|.
+func TestAuditDistributed(t *testing.T) {
+	const rounds = 2
+	c := runCluster(t, membertest.Options{Members: 5, Rounds: rounds,
+		Privacy: manifest.Privacy{Mode: manifest.PrivacyDistributed, DP: manifest.DP{Z: 0.01, Clip: 1, Epsilon: 1e6}}})
+	rep := auditDir(t, c.Dirs[0], c.Manifest)
+	require.True(t, rep.OK, "%v", rep.Failures)
+	require.Equal(t, rounds, rep.Counts.Recomputed, "every noisy sum decoded again")
+	for i, e := range entries(t, c.Dirs[0], rounds) {
+		require.Equal(t, int64(len(e.Included)), rep.Rounds[i].Examples, "the unweighted mean: one per input")
+	}
+}
