@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"fmt"
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
@@ -93,6 +94,11 @@ func TestConsortiumIDChanges(t *testing.T) {
 		"model.channels":       func(m *Manifest) { m.Model.Channels = 1 },
 		"model.classes":        func(m *Manifest) { m.Model.Classes = 100 },
 		"model.init_seed":      func(m *Manifest) { m.Model.InitSeed++ },
+		"model.labels": func(m *Manifest) {
+			for i := range m.Model.Classes {
+				m.Model.Labels = append(m.Model.Labels, fmt.Sprintf("class-%d", i))
+			}
+		},
 		"training.rounds":      func(m *Manifest) { m.Training.Rounds = 0 },
 		"training.epochs":      func(m *Manifest) { m.Training.Epochs = 1 },
 		"training.batch_size":  func(m *Manifest) { m.Training.BatchSize = 64 },
@@ -329,7 +335,7 @@ func TestExample(t *testing.T) {
 		if got := m.Voters(); !reflect.DeepEqual(got, sorted[:tc.voters]) {
 			t.Errorf("Example(%d): voters %v, want the first %d in byte order", tc.members, got, tc.voters)
 		}
-		if m.Model != (Model{Arch: Arch2NN, Height: 28, Width: 28, Channels: 1, Classes: 10}) {
+		if !reflect.DeepEqual(m.Model, Model{Arch: Arch2NN, Height: 28, Width: 28, Channels: 1, Classes: 10}) {
 			t.Errorf("Example(%d): model %+v", tc.members, m.Model)
 		}
 		if m.StrategyConfig() != fedavg.DefaultConfig() || m.Round.Deadline != Duration(DefaultDeadline) {
