@@ -249,7 +249,7 @@ func (t *csvTable) resolve(line int) error {
 		if len(t.features) == 0 {
 			return t.fail(line, -1, "%w: %d column, the label; want at least one feature column besides it", ErrColumnCount, t.width)
 		}
-		return nil
+		return t.checkNormalize(line)
 	}
 	seen := map[int]int{t.label: -1}
 	for i, c := range t.o.Features {
@@ -265,6 +265,14 @@ func (t *csvTable) resolve(line int) error {
 		}
 		seen[j] = i
 		t.features = append(t.features, j)
+	}
+	return t.checkNormalize(line)
+}
+
+// checkNormalize checks the normalisation against the features found.
+func (t *csvTable) checkNormalize(line int) error {
+	if err := t.o.Normalize.Check(len(t.features)); err != nil {
+		return t.fail(line, -1, "%d features: %w", len(t.features), err)
 	}
 	return nil
 }

@@ -151,6 +151,9 @@ func TestLoadCSVErrors(t *testing.T) {
 			nil, []string{`bad.csv:1: column 1 "age": named twice as a feature (features[0] and features[1])`}},
 		{"ambiguous-name", "age,age,diagnosis\n1,2,0\n", named.with(Column{Name: "age"}), nil,
 			[]string{`bad.csv:1: column 2 "age": feature 1 column "age" is ambiguous`}},
+		{"normalisation-of-other-features", "age,bmi,diagnosis\n1,2,0\n",
+			CSVOptions{Header: true, Label: Column{Name: "diagnosis"}, Classes: 3, Normalize: Normalization{Method: NormMinMax, Min: []float64{0, 0, 0}, Max: []float64{1}}},
+			ErrNormalization, []string{"bad.csv:1: 2 features: bad normalisation: normalize.min: 3 values, want 1 (for every feature) or 2 (one per feature)"}},
 		{"bare-quote", "age,bmi,diagnosis\n1,2\"x,3\n", named, csv.ErrBareQuote, []string{"bad.csv:2: character 4: bare \""}},
 	} {
 		for _, gz := range []bool{false, true} {
