@@ -1,11 +1,11 @@
 package manifest
 
 import (
-	"fmt"
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -83,17 +83,17 @@ func TestConsortiumIDIndependentOfForm(t *testing.T) {
 func TestConsortiumIDChanges(t *testing.T) {
 	other := peers(10)[9].String()
 	mutations := map[string]func(m *Manifest){
-		"name":                 func(m *Manifest) { m.Name += "-2" },
-		"member added":         func(m *Manifest) { m.Members = append(m.Members, Member{ID: other}) },
-		"member removed":       func(m *Manifest) { m.Members = m.Members[:4] },
-		"member replaced":      func(m *Manifest) { m.Members[4].ID = other },
-		"voter flag":           func(m *Manifest) { m.Members[3].Voter = true },
-		"model.arch":           func(m *Manifest) { m.Model.Arch = Arch2NN },
-		"model.height":         func(m *Manifest) { m.Model.Height = 28 },
-		"model.width":          func(m *Manifest) { m.Model.Width = 28 },
-		"model.channels":       func(m *Manifest) { m.Model.Channels = 1 },
-		"model.classes":        func(m *Manifest) { m.Model.Classes = 100 },
-		"model.init_seed":      func(m *Manifest) { m.Model.InitSeed++ },
+		"name":            func(m *Manifest) { m.Name += "-2" },
+		"member added":    func(m *Manifest) { m.Members = append(m.Members, Member{ID: other}) },
+		"member removed":  func(m *Manifest) { m.Members = m.Members[:4] },
+		"member replaced": func(m *Manifest) { m.Members[4].ID = other },
+		"voter flag":      func(m *Manifest) { m.Members[3].Voter = true },
+		"model.arch":      func(m *Manifest) { m.Model.Arch = Arch2NN },
+		"model.height":    func(m *Manifest) { m.Model.Height = 28 },
+		"model.width":     func(m *Manifest) { m.Model.Width = 28 },
+		"model.channels":  func(m *Manifest) { m.Model.Channels = 1 },
+		"model.classes":   func(m *Manifest) { m.Model.Classes = 100 },
+		"model.init_seed": func(m *Manifest) { m.Model.InitSeed++ },
 		"model.labels": func(m *Manifest) {
 			for i := range m.Model.Classes {
 				m.Model.Labels = append(m.Model.Labels, fmt.Sprintf("class-%d", i))
