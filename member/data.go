@@ -72,7 +72,7 @@ func loadData(cfg *nodeconfig.Config, man *manifest.Manifest) (*localData, error
 			if dc.Dataset == "csv" {
 				hint = fmt.Sprintf(" (a CSV of %d features feeds a model of height %d, width 1, channels 1; set data.csv.features to choose other columns)", d.Dim, d.Dim)
 			}
-			return nil, fmt.Errorf("data: %s does not fit the manifest's model (%s): %w%s", d.Name, cfg.Manifest, err, hint)
+			return nil, fmt.Errorf("data (manifest %s): %w%s", cfg.Manifest, err, hint)
 		}
 	}
 	ld := &localData{train: trainSet, eval: testSet, evalKind: "test", source: source}

@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrSchema matches the errors of CheckSchema.
@@ -13,7 +14,7 @@ var ErrSchema = errors.New("data does not fit the model")
 // is reshaped: a 784-feature table does not feed a 28x28 model. Every
 // mismatch is reported, naming the manifest's field and both values.
 func CheckSchema(d *Dataset, spec Spec) error {
-	var errs []error
+	var bad []string
 	for _, f := range []struct {
 		field      string
 		model, got int
@@ -24,10 +25,12 @@ func CheckSchema(d *Dataset, spec Spec) error {
 		{"model.classes", spec.Classes, d.Classes},
 	} {
 		if f.model != f.got {
-			errs = append(errs, fmt.Errorf("%w: %s: the manifest says %d, the data set %s has %d (data %dx%dx%d with %d classes, model %dx%dx%d with %d classes)",
-				ErrSchema, f.field, f.model, d.Name, f.got,
-				d.Height, d.Width, d.Channels, d.Classes, spec.Height, spec.Width, spec.Channels, spec.Classes))
+			bad = append(bad, fmt.Sprintf("%s: the manifest says %d, the data set %s has %d", f.field, f.model, d.Name, f.got))
 		}
 	}
-	return errors.Join(errs...)
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("train: %w: %s (the data %dx%dx%d with %d classes, the model %dx%dx%d with %d classes)", ErrSchema, strings.Join(bad, "; "),
+		d.Height, d.Width, d.Channels, d.Classes, spec.Height, spec.Width, spec.Channels, spec.Classes)
 }
