@@ -206,6 +206,8 @@ func (t *csvTable) read() error {
 		line, _ := t.r.FieldPos(0)
 		if first {
 			first = false
+			// A spreadsheet's UTF-8 export may start with a byte order mark.
+			rec[0] = strings.TrimPrefix(rec[0], "\ufeff")
 			t.width, t.widthAt = len(rec), line
 			if t.o.Header {
 				t.header = make([]string, len(rec))

@@ -24,6 +24,8 @@ func TestLoadCSV(t *testing.T) {
 		{"no-header-numbers", "0.5,1,-2\n3,0,1e-3\n4,2,5\n", CSVOptions{Label: Column{Number: 2}, Classes: 3}},
 		{"spaces-blank-lines-crlf", "y, a, b\r\n\r\n1, 0.5 ,-2\r\n 0,3,1e-3\r\n\r\n2,\"4\",5", named},
 		{"quoted-header", "\"y\",\"x,1\",\"x,2\"\n1,0.5,-2\n0,3,1e-3\n2,4,5\n", named},
+		{"byte-order-mark", "\ufeffy,a,b\n1,0.5,-2\n0,3,1e-3\n2,4,5\n", named},
+		{"byte-order-mark-no-header", "\ufeff0.5,1,-2\n3,0,1e-3\n4,2,5\n", CSVOptions{Label: Column{Number: 2}, Classes: 3}},
 		{"semicolon", "y;a;b\n1;0.5;-2\n0;3;1e-3\n2;4;5\n", CSVOptions{Header: true, Delimiter: ';', Label: Column{Name: "y"}, Classes: 3}},
 		{"tab", "y\ta\tb\n1\t0.5\t-2\n0\t3\t1e-3\n2\t4\t5\n", CSVOptions{Header: true, Delimiter: '\t', Label: Column{Name: "y"}, Classes: 3}},
 		{"label-names", "y,a,b\nsetosa,0.5,-2\n0,3,1e-3\nvirginica,4,5\n",
