@@ -83,22 +83,18 @@ func TestConsortiumIDIndependentOfForm(t *testing.T) {
 func TestConsortiumIDChanges(t *testing.T) {
 	other := peers(10)[9].String()
 	mutations := map[string]func(m *Manifest){
-		"name":            func(m *Manifest) { m.Name += "-2" },
-		"member added":    func(m *Manifest) { m.Members = append(m.Members, Member{ID: other}) },
-		"member removed":  func(m *Manifest) { m.Members = m.Members[:4] },
-		"member replaced": func(m *Manifest) { m.Members[4].ID = other },
-		"voter flag":      func(m *Manifest) { m.Members[3].Voter = true },
-		"model.arch":      func(m *Manifest) { m.Model.Arch = Arch2NN },
-		"model.height":    func(m *Manifest) { m.Model.Height = 28 },
-		"model.width":     func(m *Manifest) { m.Model.Width = 28 },
-		"model.channels":  func(m *Manifest) { m.Model.Channels = 1 },
-		"model.classes":   func(m *Manifest) { m.Model.Classes = 100 },
-		"model.init_seed": func(m *Manifest) { m.Model.InitSeed++ },
-		"model.labels": func(m *Manifest) {
-			for i := range m.Model.Classes {
-				m.Model.Labels = append(m.Model.Labels, fmt.Sprintf("class-%d", i))
-			}
-		},
+		"name":                 func(m *Manifest) { m.Name += "-2" },
+		"member added":         func(m *Manifest) { m.Members = append(m.Members, Member{ID: other}) },
+		"member removed":       func(m *Manifest) { m.Members = m.Members[:4] },
+		"member replaced":      func(m *Manifest) { m.Members[4].ID = other },
+		"voter flag":           func(m *Manifest) { m.Members[3].Voter = true },
+		"model.arch":           func(m *Manifest) { m.Model.Arch = Arch2NN },
+		"model.height":         func(m *Manifest) { m.Model.Height = 28 },
+		"model.width":          func(m *Manifest) { m.Model.Width = 28 },
+		"model.channels":       func(m *Manifest) { m.Model.Channels = 1 },
+		"model.classes":        func(m *Manifest) { m.Model.Classes = 100 },
+		"model.init_seed":      func(m *Manifest) { m.Model.InitSeed++ },
+		"model.labels":         func(m *Manifest) { m.Model.Labels = classNames(m.Model.Classes) },
 		"training.rounds":      func(m *Manifest) { m.Training.Rounds = 0 },
 		"training.epochs":      func(m *Manifest) { m.Training.Epochs = 1 },
 		"training.batch_size":  func(m *Manifest) { m.Training.BatchSize = 64 },
@@ -366,4 +362,13 @@ func TestDurationJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(`"1.5s"`), &d); err == nil {
 		t.Errorf("json.Unmarshal of a string: no error")
 	}
+}
+
+// classNames names n classes class-0, class-1, ...
+func classNames(n int) []string {
+	var s []string
+	for i := range n {
+		s = append(s, fmt.Sprintf("class-%d", i))
+	}
+	return s
 }
