@@ -86,6 +86,11 @@ type Model struct {
 	Classes int `yaml:"classes" json:"classes"`
 	// InitSeed seeds the initial global model's weights. Default 0.
 	InitSeed uint64 `yaml:"init_seed" json:"init_seed"`
+	// Labels optionally names the classes, one distinct name per class in
+	// class order: a CSV label cell may then hold the name instead of the
+	// class number. Left out, a manifest encodes (and hashes) as it did
+	// before the field existed.
+	Labels []string `yaml:"labels,omitempty" json:"labels,omitempty"`
 }
 
 // Training is the local training each participant runs in a round.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -93,6 +94,7 @@ func TestConsortiumIDChanges(t *testing.T) {
 		"model.channels":       func(m *Manifest) { m.Model.Channels = 1 },
 		"model.classes":        func(m *Manifest) { m.Model.Classes = 100 },
 		"model.init_seed":      func(m *Manifest) { m.Model.InitSeed++ },
+		"model.labels":         func(m *Manifest) { m.Model.Labels = classNames(m.Model.Classes) },
 		"training.rounds":      func(m *Manifest) { m.Training.Rounds = 0 },
 		"training.epochs":      func(m *Manifest) { m.Training.Epochs = 1 },
 		"training.batch_size":  func(m *Manifest) { m.Training.BatchSize = 64 },
@@ -329,7 +331,7 @@ func TestExample(t *testing.T) {
 		if got := m.Voters(); !reflect.DeepEqual(got, sorted[:tc.voters]) {
 			t.Errorf("Example(%d): voters %v, want the first %d in byte order", tc.members, got, tc.voters)
 		}
-		if m.Model != (Model{Arch: Arch2NN, Height: 28, Width: 28, Channels: 1, Classes: 10}) {
+		if !reflect.DeepEqual(m.Model, Model{Arch: Arch2NN, Height: 28, Width: 28, Channels: 1, Classes: 10}) {
 			t.Errorf("Example(%d): model %+v", tc.members, m.Model)
 		}
 		if m.StrategyConfig() != fedavg.DefaultConfig() || m.Round.Deadline != Duration(DefaultDeadline) {
@@ -360,4 +362,13 @@ func TestDurationJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(`"1.5s"`), &d); err == nil {
 		t.Errorf("json.Unmarshal of a string: no error")
 	}
+}
+
+// classNames names n classes class-0, class-1, ...
+func classNames(n int) []string {
+	var s []string
+	for i := range n {
+		s = append(s, fmt.Sprintf("class-%d", i))
+	}
+	return s
 }

@@ -92,6 +92,9 @@ var badFixtures = []yamltest.Bad{
 	{"model_too_large.bad.yaml", []string{"model_too_large.bad.yaml:11: model: input 8192x8192x3 is too large, want at most 16777216 values per example"}},
 	{"model_cnn_not_divisible.bad.yaml", []string{"model_cnn_not_divisible.bad.yaml:13: model.height: 30, want a multiple of 4 for cnn"}},
 	{"model_classes_one.bad.yaml", []string{"model_classes_one.bad.yaml:16: model.classes: 1, want 2..256"}},
+	{"labels_count.bad.yaml", []string{"labels_count.bad.yaml:17: model.labels: 2 names for 3 classes, want one per class (or none)"}},
+	{"labels_duplicate.bad.yaml", []string{`labels_duplicate.bad.yaml:17: model.labels[2]: "benign" duplicates model.labels[0]`}},
+	{"labels_space.bad.yaml", []string{`labels_space.bad.yaml:17: model.labels[1]: " malignant", want a name without spaces around it`}},
 	{"model_classes_too_many.bad.yaml", []string{"model_classes_too_many.bad.yaml:16: model.classes: 257, want 2..256"}},
 
 	// training.

@@ -145,6 +145,21 @@ func (m *Manifest) validateModel(v *validator) {
 	if md.Classes < 2 || md.Classes > MaxClasses {
 		v.bad("model.classes", "%d, want 2..%d", md.Classes, MaxClasses)
 	}
+	if len(md.Labels) > 0 && len(md.Labels) != md.Classes {
+		v.bad("model.labels", "%d names for %d classes, want one per class (or none)", len(md.Labels), md.Classes)
+	}
+	seen := map[string]int{}
+	for i, l := range md.Labels {
+		field := fmt.Sprintf("model.labels[%d]", i)
+		switch j, dup := seen[l]; {
+		case l == "" || strings.TrimSpace(l) != l:
+			v.bad(field, "%q, want a name without spaces around it", l)
+		case dup:
+			v.bad(field, "%q duplicates model.labels[%d]", l, j)
+		default:
+			seen[l] = i
+		}
+	}
 }
 
 // validateTraining reports whether the training fields are valid.

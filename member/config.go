@@ -106,24 +106,16 @@ func FromConfig(ctx context.Context, path string, f Flags) (*Member, error) {
 }
 
 // loadTrainer builds the built-in trainer over the configured partition of
-// the data set's training set, and returns the test set for evaluation.
+// the data set's training set (loadData), and returns the set to evaluate
+// on: the test set, or the held-out validation split.
 func loadTrainer(cfg *nodeconfig.Config, man *manifest.Manifest, id identity.Identity, log *slog.Logger) (*local.Trainer, *train.Dataset, error) {
 	start := time.Now()
-	trainSet, testSet, err := train.Load(cfg.Data.Dataset, cfg.Data.Dir)
+	ld, err := loadData(cfg, man)
 	if err != nil {
-		return nil, nil, fmt.Errorf("data: %w", err)
+		return nil, nil, err
 	}
-	spec := local.Spec(man)
-	if trainSet.Height != spec.Height || trainSet.Width != spec.Width || trainSet.Channels != spec.Channels || trainSet.Classes != spec.Classes {
-		return nil, nil, fmt.Errorf("data: %s is %dx%dx%d with %d classes, the manifest's model %dx%dx%d with %d classes",
-			trainSet.Name, trainSet.Height, trainSet.Width, trainSet.Channels, trainSet.Classes, spec.Height, spec.Width, spec.Channels, spec.Classes)
-	}
-	dc := cfg.Data
-	parts, err := local.Partition(trainSet, dc.Partition, dc.Members, dc.Shards, dc.Alpha, dc.Seed)
-	if err != nil {
-		return nil, nil, fmt.Errorf("data: %w", err)
-	}
-	t, err := local.NewTrainer(spec, trainSet, parts[dc.Index], id.ID, dc.Seed, cfg.ExampleCap(man))
+	spec, dc, trainSet, testSet := local.Spec(man), cfg.Data, ld.train, ld.eval
+	t, err := local.NewTrainer(spec, trainSet, ld.part, id.ID, dc.Seed, cfg.ExampleCap(man))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -134,8 +126,8 @@ func loadTrainer(cfg *nodeconfig.Config, man *manifest.Manifest, id identity.Ide
 		log.Info("training", "round", r, "epoch", p.Epoch, "epochs", p.Epochs, "step", p.Step, "steps", p.Steps,
 			"examples_done", p.Examples, "train_loss", p.Loss, "seconds", took.Seconds())
 	}
-	log.Info("data loaded", "dataset", trainSet.Name, "partition", dc.Partition, "part", fmt.Sprintf("%d/%d", dc.Index, dc.Members),
-		"examples", len(t.Part), "test_examples", testSet.N, "seconds", time.Since(start).Seconds())
+	log.Info("data loaded", "dataset", trainSet.Name, "source", ld.source, "partition", dc.Partition, "part", fmt.Sprintf("%d/%d", dc.Index, dc.Members),
+		"examples", len(t.Part), "eval", ld.evalKind, "eval_examples", testSet.N, "seconds", time.Since(start).Seconds())
 	return t, testSet, nil
 }
 

@@ -35,7 +35,7 @@ const (
 // Accepted values of the enumerated fields.
 var (
 	LogLevels  = []string{"debug", "info", "warn", "error"}
-	Datasets   = []string{"mnist", "fashion-mnist"}
+	Datasets   = []string{"mnist", "fashion-mnist", "idx", "csv"}
 	Partitions = []string{"iid", "shards", "dirichlet"}
 )
 
@@ -80,33 +80,6 @@ type Config struct {
 	Path string `yaml:"-"`
 }
 
-// Data is the built-in trainer's local data: partition Index of Members of
-// the data set's training set (a stand-in for an institution's own data),
-// evaluated on the test set.
-type Data struct {
-	// Dataset is mnist or fashion-mnist. Default mnist.
-	Dataset string `yaml:"dataset"`
-	// Dir holds the data set's four IDX files; "" finds them as the
-	// simulator does (MNIST from the Go module cache, Fashion-MNIST from
-	// /usr/share/datasets/fashion-mnist).
-	Dir string `yaml:"dir"`
-	// Partition is iid, shards or dirichlet. Default iid.
-	Partition string `yaml:"partition"`
-	// Members is how many parts the training set is split into, >= 1.
-	// Default 1 (the whole training set).
-	Members int `yaml:"members"`
-	// Index is this node's part, 0 <= Index < Members. Default 0.
-	Index int `yaml:"index"`
-	// Seed seeds the partition and local training. Default 1.
-	Seed uint64 `yaml:"seed"`
-	// Alpha is the Dirichlet concentration for partition dirichlet, > 0.
-	// Default 0.5.
-	Alpha float64 `yaml:"alpha"`
-	// Shards is the number of shards per member for partition shards,
-	// >= 1. Default 2.
-	Shards int `yaml:"shards"`
-}
-
 // Privacy is what a node may set about its own privacy: only a lower
 // budget than the manifest's.
 type Privacy struct {
@@ -126,12 +99,14 @@ func Default() Config {
 		HTTP:        DefaultHTTP,
 		LogLevel:    DefaultLogLevel,
 		Data: Data{
-			Dataset:   DefaultDataset,
-			Partition: DefaultPartition,
-			Members:   1,
-			Seed:      DefaultSeed,
-			Alpha:     DefaultAlpha,
-			Shards:    DefaultShards,
+			Dataset:    DefaultDataset,
+			Partition:  DefaultPartition,
+			Members:    1,
+			Seed:       DefaultSeed,
+			Alpha:      DefaultAlpha,
+			Shards:     DefaultShards,
+			CSV:        CSV{Header: true, Delimiter: DefaultDelimiter, Normalize: Normalize{Method: DefaultNormalize}},
+			Validation: Validation{Seed: DefaultSeed},
 		},
 	}
 }
@@ -221,26 +196,6 @@ func (c *Config) validateListen(v *validator, field, s string) {
 	}
 }
 
-func (d *Data) validate(v *validator) {
-	if !slices.Contains(Datasets, d.Dataset) {
-		v.bad("data.dataset", "%q unknown, want one of %s", d.Dataset, strings.Join(Datasets, ", "))
-	}
-	if !slices.Contains(Partitions, d.Partition) {
-		v.bad("data.partition", "%q unknown, want one of %s", d.Partition, strings.Join(Partitions, ", "))
-	}
-	if d.Members < 1 {
-		v.bad("data.members", "%d, want >= 1", d.Members)
-	} else if d.Index < 0 || d.Index >= d.Members {
-		v.bad("data.index", "%d, want 0..%d (one of data.members parts)", d.Index, d.Members-1)
-	}
-	if d.Partition == "dirichlet" && !(d.Alpha > 0 && !math.IsInf(d.Alpha, 0)) {
-		v.bad("data.alpha", "%v, want > 0 for partition dirichlet", d.Alpha)
-	}
-	if d.Partition == "shards" && d.Shards < 1 {
-		v.bad("data.shards", "%d, want >= 1 for partition shards", d.Shards)
-	}
-}
-
 // checkHTTP checks the API address: host:port, the host a loopback address
 // unless public.
 func checkHTTP(addr string, public bool) error {
@@ -302,7 +257,7 @@ func (c *Config) Level() slog.Level {
 
 // resolve makes the relative paths absolute against dir.
 func (c *Config) resolve(dir string) {
-	for _, p := range []*string{&c.IdentityKey, &c.Manifest, &c.Store, &c.PSKFile, &c.Data.Dir} {
+	for _, p := range append([]*string{&c.IdentityKey, &c.Manifest, &c.Store, &c.PSKFile}, c.Data.paths()...) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -329,7 +284,11 @@ func (c *Config) CheckManifest(m *manifest.Manifest) error {
 		errs = append(errs, fmt.Errorf("%w: %s", ErrManifestMismatch, fmt.Sprintf(format, args...)))
 	}
 	md := m.Model
-	if md.Height != datasetHeight || md.Width != datasetWidth || md.Channels != datasetChannels || md.Classes != datasetClasses {
+	// The built-in data sets' shape is known here; that of an IDX or CSV
+	// data set only once it is read (train.CheckSchema, before the node
+	// takes part).
+	builtin := c.Data.Dataset == "mnist" || c.Data.Dataset == "fashion-mnist"
+	if builtin && (md.Height != datasetHeight || md.Width != datasetWidth || md.Channels != datasetChannels || md.Classes != datasetClasses) {
 		bad("data.dataset %s has %dx%dx%d inputs and %d classes, the manifest's model %dx%dx%d and %d classes",
 			c.Data.Dataset, datasetHeight, datasetWidth, datasetChannels, datasetClasses, md.Height, md.Width, md.Channels, md.Classes)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -50,7 +51,7 @@ var badFixtures = []yamltest.Bad{
 
 	// Keys and types.
 	{"unknown_key.bad.yaml", []string{"unknown_key.bad.yaml:3: colour: unknown field, want one of identity_key, manifest, listen, address_book"}},
-	{"unknown_key_nested.bad.yaml", []string{"unknown_key_nested.bad.yaml:5: data.clients: unknown field, want one of dataset, dir, partition, members, index, seed, alpha, shards"}},
+	{"unknown_key_nested.bad.yaml", []string{"unknown_key_nested.bad.yaml:5: data.clients: unknown field, want one of dataset, dir, partition, members, index, seed, alpha, shards, idx, csv, validation"}},
 	{"duplicate_key.bad.yaml", []string{"duplicate_key.bad.yaml:3: manifest: duplicate key, first at line 1"}},
 	{"listen_not_list.bad.yaml", []string{`listen_not_list.bad.yaml:2: listen: got !!str "/ip4/127.0.0.1/tcp/4001", want a list`}},
 	{"manifest_not_string.bad.yaml", []string{"manifest_not_string.bad.yaml:1: manifest: got a list, want a string"}},
@@ -87,6 +88,32 @@ var badFixtures = []yamltest.Bad{
 	{"privacy_epsilon_negative.bad.yaml", []string{"privacy_epsilon_negative.bad.yaml:4: privacy.epsilon: -1, want >= 0 and finite"}},
 	{"privacy_unknown_key.bad.yaml", []string{"privacy_unknown_key.bad.yaml:4: privacy.delta: unknown field, want one of epsilon"}},
 
+	// Own data: IDX files and CSV.
+	{"dir_for_csv.bad.yaml", []string{"dir_for_csv.bad.yaml:5: data.dir: set, but data.dataset is csv"}},
+	{"idx_missing.bad.yaml", []string{"idx_missing.bad.yaml:5: data.idx.train_labels: required for dataset idx"}},
+	{"idx_test_half.bad.yaml", []string{"idx_test_half.bad.yaml:5: data.idx.test_labels: required with data.idx.test_images (both or neither)"}},
+	{"idx_without_dataset.bad.yaml", []string{"idx_without_dataset.bad.yaml:8: data.idx: set, but data.dataset is csv"}},
+	{"csv_without_dataset.bad.yaml", []string{"csv_without_dataset.bad.yaml:4: data.csv: set, but data.dataset is mnist; set dataset: csv"}},
+	{"csv_file_missing.bad.yaml", []string{"csv_file_missing.bad.yaml:5: data.csv.file: required for dataset csv"}},
+	{"csv_label_missing.bad.yaml", []string{"csv_label_missing.bad.yaml:5: data.csv.label: required for dataset csv"}},
+	{"csv_label_list.bad.yaml", []string{"csv_label_list.bad.yaml:7: data.csv.label: got a list, want a column name (a string) or number (1 is the first column)"}},
+	{"csv_label_zero.bad.yaml", []string{`csv_label_zero.bad.yaml:7: data.csv.label: got !!int "0", want a column name`}},
+	{"csv_name_no_header.bad.yaml", []string{`csv_name_no_header.bad.yaml:8: data.csv.label: "diagnosis" names a column, but data.csv.header is false`}},
+	{"csv_header_not_bool.bad.yaml", []string{`csv_header_not_bool.bad.yaml:7: data.csv.header: got !!str "yes", want true or false`}},
+	{"csv_delimiter.bad.yaml", []string{`csv_delimiter.bad.yaml:7: data.csv.delimiter: ",,", want one character`}},
+	{"csv_feature_is_label.bad.yaml", []string{`csv_feature_is_label.bad.yaml:8: data.csv.features[1]: "diagnosis" is the label column`}},
+	{"csv_feature_duplicate.bad.yaml", []string{"csv_feature_duplicate.bad.yaml:8: data.csv.features[2]: 2 duplicates data.csv.features[0]"}},
+	{"csv_unknown_key.bad.yaml", []string{"csv_unknown_key.bad.yaml:8: data.csv.label_column: unknown field, want one of file, test_file, header, delimiter, label, features, normalize"}},
+	{"normalize_method.bad.yaml", []string{`normalize_method.bad.yaml:8: data.csv.normalize.method: "zscore" unknown, want one of none, minmax, standard, scale`}},
+	{"normalize_minmax_missing.bad.yaml", []string{"normalize_minmax_missing.bad.yaml:8: data.csv.normalize.max: required for method minmax"}},
+	{"normalize_minmax_order.bad.yaml", []string{"normalize_minmax_order.bad.yaml:11: data.csv.normalize.max[1]: 5 is not above min 10"}},
+	{"normalize_std_zero.bad.yaml", []string{"normalize_std_zero.bad.yaml:11: data.csv.normalize.std[0]: 0, want > 0"}},
+	{"normalize_unused.bad.yaml", []string{"normalize_unused.bad.yaml:11: data.csv.normalize.mean: set, but method scale does not use it"}},
+	{"normalize_divisor_zero.bad.yaml", []string{"normalize_divisor_zero.bad.yaml:8: data.csv.normalize.divisor: 0, want a finite non-zero number for method scale"}},
+	{"normalize_min_scalar.bad.yaml", []string{`normalize_min_scalar.bad.yaml:8: data.csv.normalize.min: got !!int "0", want a list`, `data.csv.normalize.max: got !!int "255", want a list`}},
+	{"validation_fraction.bad.yaml", []string{"validation_fraction.bad.yaml:9: data.validation.fraction: 1.5, want 0 < fraction < 1"}},
+	{"validation_with_test.bad.yaml", []string{"validation_with_test.bad.yaml:6: data.validation.fraction: 0.1, but the data set has a test set"}},
+
 	// Every problem at once.
 	{"several.bad.yaml", []string{"several.bad.yaml: manifest: required", `several.bad.yaml:2: log_level: "loud" unknown`, "several.bad.yaml:3: max_examples: -1, want >= 0"}},
 }
@@ -109,7 +136,7 @@ func TestDefaultsAndPaths(t *testing.T) {
 		c.Manifest != filepath.Join(dir, "consortium.yaml") {
 		t.Errorf("paths not resolved against %s: %+v", dir, c)
 	}
-	if c.HTTP != want.HTTP || c.LogLevel != want.LogLevel || c.Data != want.Data || c.PSKFile != "" || c.Data.Dir != "" {
+	if c.HTTP != want.HTTP || c.LogLevel != want.LogLevel || !reflect.DeepEqual(c.Data, want.Data) || c.PSKFile != "" || c.Data.Dir != "" {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	if c.Path != filepath.Join(dir, "minimal.good.yaml") {
@@ -124,13 +151,71 @@ func TestDefaultsAndPaths(t *testing.T) {
 		f.Store != "/var/lib/globalbrain" || f.Data.Dir != filepath.Join(dir, "data") {
 		t.Errorf("paths: %+v", f)
 	}
-	wantData := Data{Dataset: "fashion-mnist", Dir: filepath.Join(dir, "data"), Partition: "dirichlet", Members: 3, Index: 2, Seed: 7, Alpha: 0.3, Shards: 2}
-	if f.Data != wantData || f.MaxExamples != 15000 || f.Privacy.Epsilon != 2 || f.LogLevel != "debug" || len(f.Listen) != 2 {
+	wantData := Default().Data
+	wantData.Dataset, wantData.Dir, wantData.Partition, wantData.Members, wantData.Index, wantData.Seed, wantData.Alpha, wantData.Shards =
+		"fashion-mnist", filepath.Join(dir, "data"), "dirichlet", 3, 2, 7, 0.3, 2
+	if !reflect.DeepEqual(f.Data, wantData) || f.MaxExamples != 15000 || f.Privacy.Epsilon != 2 || f.LogLevel != "debug" || len(f.Listen) != 2 {
 		t.Errorf("values: %+v", f)
 	}
 	ps := f.Peers()
 	if len(ps) != 2 || ps[0].ID.String() != "12D3KooWKmB3P7NH2EQdX7poyyYSDsyaaPCNwpEdNGbQMnhpeoXu" || ps[0].Addr.String() != "/ip4/10.0.0.2/tcp/4001" {
 		t.Errorf("peers: %v", ps)
+	}
+}
+
+// TestOwnData checks the CSV and IDX fixtures' values, their paths
+// resolved, and the validation split each gets.
+func TestOwnData(t *testing.T) {
+	dir, _ := filepath.Abs("testdata")
+	c, err := Load(filepath.Join("testdata", "csv.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default().Data
+	want.Dataset = "csv"
+	want.CSV = CSV{
+		File: filepath.Join(dir, "records", "patients.csv"), Header: true, Delimiter: ";",
+		Label:     Column{Name: "diagnosis"},
+		Features:  []Column{{Name: "age"}, {Name: "bmi"}, {Number: 7}},
+		Normalize: Normalize{Method: "standard", Mean: []float64{50, 25, 120}, Std: []float64{15, 5, 20}},
+	}
+	want.Validation = Validation{Fraction: 0.25, Seed: 3}
+	if !reflect.DeepEqual(c.Data, want) {
+		t.Errorf("got  %+v\nwant %+v", c.Data, want)
+	}
+	if c.Data.HasTest() || c.Data.ValidationFraction() != 0.25 || c.Data.CSV.Rune() != ';' {
+		t.Errorf("HasTest %v, ValidationFraction %v, Rune %q", c.Data.HasTest(), c.Data.ValidationFraction(), c.Data.CSV.Rune())
+	}
+
+	c, err = Load(filepath.Join("testdata", "csv_minimal.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Data
+	if d.CSV.Header || d.CSV.Rune() != '\t' || d.CSV.Label != (Column{Number: 1}) || len(d.CSV.Features) != 0 ||
+		d.CSV.TestFile != filepath.Join(dir, "digits-test.csv.gz") || !d.HasTest() || d.ValidationFraction() != 0 ||
+		d.CSV.Normalize.Method != "scale" || d.CSV.Normalize.Divisor != 255 {
+		t.Errorf("csv_minimal: %+v", d)
+	}
+
+	c, err = Load(filepath.Join("testdata", "idx.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = c.Data
+	if d.IDX.TrainImages != filepath.Join(dir, "scans", "train-images-idx3-ubyte.gz") || d.IDX.TestImages != "" ||
+		d.HasTest() || d.ValidationFraction() != DefaultValidationFraction || d.Members != 2 || d.Index != 1 {
+		t.Errorf("idx: %+v", d)
+	}
+	// The shape of an own data set is checked once it is read, not here.
+	var ids []identity.PeerID
+	for i := range 3 {
+		ids = append(ids, identity.Derive(1, i).ID)
+	}
+	m := manifest.Example(ids)
+	m.Model.Height, m.Model.Width = 12, 1
+	if err := c.CheckManifest(m); err != nil {
+		t.Errorf("CheckManifest of an idx data set: %v", err)
 	}
 }
 

@@ -19,7 +19,7 @@
 //	psk_file: swarm.key                 # optional; TCP only
 //	log_level: info                     # debug, info, warn or error
 //	data:
-//	  dataset: mnist                    # or fashion-mnist
+//	  dataset: mnist                    # mnist, fashion-mnist, idx or csv
 //	  partition: iid                    # iid, shards or dirichlet
 //	  members: 3                        # the training set split in 3 ...
 //	  index: 0                          # ... and this node trains on part 0
@@ -37,6 +37,22 @@
 // problems are reported at once, joined with errors.Join, and each matches
 // ErrInvalid under errors.Is. Relative paths (identity_key, manifest, store,
 // psk_file, data.dir) are resolved against the directory of the file.
+//
+// An institution's own data is dataset idx (data.idx: IDX image and label
+// files) or dataset csv (data.csv: the file, header, delimiter, the label
+// column and the feature columns by name or number, and a normalisation
+// stated in the file, never estimated from the data, so every member
+// normalises alike); without a test set, data.validation holds out a seeded
+// part of the training set for the evaluator:
+//
+//	data:
+//	  dataset: csv
+//	  csv:
+//	    file: patients.csv
+//	    label: diagnosis                # a header name, or a column number (1 is the first)
+//	    features: [age, bmi, 7]         # default: every column but the label
+//	    normalize: {method: minmax, min: [0], max: [120]}
+//	  validation: {fraction: 0.2, seed: 1}
 //
 // Checks that need the manifest (the data set's shape against the model, the
 // example cap and the privacy ceiling against the manifest's: a node may
