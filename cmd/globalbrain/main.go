@@ -21,6 +21,8 @@ Usage:
   globalbrain status             summarise a running node (its local /status)
   globalbrain member add|sign|submit
                                  add a member: write, sign and submit the request
+  globalbrain export --config FILE [--round N] [--format safetensors|npz]
+                                 write a round's global model for PyTorch or NumPy
   globalbrain simulate [flags]   simulate a consortium in one process (see -h)
   globalbrain bench [flags]      measure aggregation and training speed
   globalbrain version            print the version
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return status(ctx, args[1:], stdout, stderr)
 	case "member":
 		return memberCommand(ctx, args[1:], stdout, stderr)
+	case "export":
+		return export(ctx, args[1:], stdout, stderr)
 	case "simulate":
 		return simulate(ctx, args[1:], stdout, stderr)
 	case "bench":
