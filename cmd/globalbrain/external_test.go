@@ -222,3 +222,49 @@ for path in sys.argv[4:]:
 	require.Len(t, accs, len(files))
 	return accs
 }
+
+// A node whose external trainer fails declines the round, logs why, and
+// trains the next round: lab 0's fake trainer writes a NaN in round 1,
+// lab 1's hangs past its 3 s timeout; round 1 commits with lab 2's update
+// alone, round 2 with all three.
+func TestExternalTrainerFailureDeclines(t *testing.T) {
+	fake, err := filepath.Abs("../../train/external/testdata/fake_trainer.py")
+	require.NoError(t, err)
+	configs := consortium(t, 3, "{arch: logreg, height: 28, width: 28, channels: 1, classes: 10}",
+		"{rounds: 2, lr: 0.05}", "{min_participants: 1, tick: 50ms, deadline: 30s, max_examples_per_member: 60000}",
+		map[int]string{
+			0: fmt.Sprintf("{command: [%s, %s, nan@1]}", python, fake),
+			1: fmt.Sprintf("{command: [%s, %s, hang@1], timeout: 3s}", python, fake),
+		})
+	var nodes []*running
+	for _, c := range configs {
+		nodes = append(nodes, start(t, c))
+	}
+	sts := waitApplied(t, nodes, 2, 2*time.Minute)
+	for i, st := range sts {
+		require.Equal(t, sts[0].Model, st.Model, "node %d", i)
+	}
+
+	// The store is the running node's: export says so.
+	var out, errb bytes.Buffer
+	err = run(t.Context(), []string{"export", "--config", configs[0], "--out", filepath.Join(t.TempDir(), "m.safetensors")}, &out, &errb)
+	require.ErrorContains(t, err, "a running node holds its store: stop it, export, start it again")
+
+	for _, n := range nodes {
+		shutdown(t, n)
+	}
+	included := map[float64]float64{}
+	for _, rec := range logRecords(t, nodes[2].logs.String(), "applied") {
+		included[rec["round"].(float64)] = rec["included"].(float64)
+	}
+	require.Equal(t, map[float64]float64{1: 1, 2: 3}, included, "updates included per round")
+	for i, want := range []string{"safetensors: tensor fc.bias: value 5 (of 10) is NaN, want finite", "timed out after"} {
+		failed := logRecords(t, nodes[i].logs.String(), "training failed; declining")
+		require.Len(t, failed, 1, "node %d", i)
+		require.EqualValues(t, 1, failed[0]["round"])
+		require.Contains(t, failed[0]["err"], want, "node %d", i)
+		trained := logRecords(t, nodes[i].logs.String(), "trained")
+		require.Len(t, trained, 1, "node %d", i)
+		require.EqualValues(t, 2, trained[0]["round"], "node %d trains round 2", i)
+	}
+}
