@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/globalbrain
 # Packages that run goroutines are also tested under the race detector.
-RACE    := ./sim/... ./node/... ./store/... ./round ./p2p/... ./api/... ./cmd/... ./member/... ./train/local/... ./train/external/...
+RACE    := ./sim/... ./node/... ./store/... ./round ./p2p/... ./api/... ./cmd/... ./member/... ./train/local/...
 
 .PHONY: build test testdeps demo bench lint clean
 

@@ -147,7 +147,7 @@ func TestPyTorchMemberAndExport(t *testing.T) {
 	for _, rec := range trained {
 		require.Equal(t, "external", rec["trainer"])
 		require.EqualValues(t, 20000, rec["examples"])
-		require.Greater(t, rec["train_loss"], 0.0)
+		require.Greater(t, rec["metrics"].(map[string]any)["train_loss"], 0.0)
 	}
 	require.Contains(t, lab1, `"msg":"trainer output"`)
 	require.Contains(t, lab1, `train.py: round 1: 20000 examples, train loss`)

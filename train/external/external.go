@@ -150,15 +150,16 @@ func (t *Trainer) Train(ctx context.Context, r uint64, g *fedavg.Global, tc feda
 	if err != nil {
 		return nil, 0, err
 	}
-	attrs := []any{"round", r, "examples", res.Examples, "seconds", time.Since(start).Seconds(), "trainer", "external"}
 	keys := make([]string, 0, len(res.Metrics))
 	for k := range res.Metrics {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	metrics := make([]any, 0, 2*len(keys))
 	for _, k := range keys {
-		attrs = append(attrs, k, res.Metrics[k])
+		metrics = append(metrics, k, res.Metrics[k])
 	}
+	attrs := []any{"round", r, "examples", res.Examples, "seconds", time.Since(start).Seconds(), "trainer", "external", slog.Group("metrics", metrics...)}
 	t.cfg.Log.Info("trained", attrs...)
 	return delta, res.Examples, nil
 }

@@ -98,7 +98,7 @@ func TestFakeOK(t *testing.T) {
 		}
 	}
 	for _, want := range []string{`"msg":"trainer output","round":1,"stream":"stdout","line":"fake trainer: round 1 mode ok tensors 2"`,
-		`"msg":"trained","round":1,"examples":100`, `"train_loss":0.5`} {
+		`"msg":"trained","round":1,"examples":100`, `"metrics":{"train_loss":0.5}`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, logs)
 		}
