@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,12 +35,44 @@ func needTorch(t *testing.T) {
 	}
 }
 
-// consortium lays out n labs on real MNIST (data from the Go module cache)
-// with manifest round and training sections as given; trainer[i], if set,
-// is lab i's trainer section.
+// mnistSubset writes the first nTrain training and nTest test examples of
+// MNIST (from the Go module cache) into dir as IDX files: real data, small
+// enough that three nodes load it at once under the race detector.
+func mnistSubset(t *testing.T, dir string, nTrain, nTest int) {
+	t.Helper()
+	src, err := train.MNISTDir()
+	require.NoError(t, err)
+	for _, f := range []struct {
+		prefix string
+		n      int
+	}{{"train", nTrain}, {"t10k", nTest}} {
+		for _, kind := range []struct {
+			name       string
+			header, sz int
+		}{{"images-idx3-ubyte", 16, 28 * 28}, {"labels-idx1-ubyte", 8, 1}} {
+			in, err := os.Open(filepath.Join(src, f.prefix+"-"+kind.name+".gz"))
+			require.NoError(t, err)
+			zr, err := gzip.NewReader(in)
+			require.NoError(t, err)
+			b := make([]byte, kind.header+f.n*kind.sz)
+			_, err = io.ReadFull(zr, b)
+			require.NoError(t, err)
+			in.Close()
+			binary.BigEndian.PutUint32(b[4:], uint32(f.n))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, f.prefix+"-"+kind.name), b, 0o644))
+		}
+	}
+}
+
+// consortium lays out n labs on the first 12,000 training and 2,000 test
+// examples of MNIST, with the manifest's model, training and round
+// sections as given; trainer[i], if set, is lab i's trainer section.
 func consortium(t *testing.T, n int, model, training, round string, trainer map[int]string) []string {
 	t.Helper()
 	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	require.NoError(t, os.MkdirAll(data, 0o755))
+	mnistSubset(t, data, 12000, 2000)
 	ports := freePorts(t, n)
 	var ids []identity.PeerID
 	var members strings.Builder
@@ -57,7 +92,7 @@ func consortium(t *testing.T, n int, model, training, round string, trainer map[
 				fmt.Fprintf(&book, "  - /ip4/127.0.0.1/tcp/%d/p2p/%s\n", ports[j], ids[j])
 			}
 		}
-		cfg := fmt.Sprintf("manifest: ../consortium.yaml\nlisten: [/ip4/127.0.0.1/tcp/%d]\naddress_book:\n%shttp: 127.0.0.1:0\ndata: {members: %d, index: %d}\n",
+		cfg := fmt.Sprintf("manifest: ../consortium.yaml\nlisten: [/ip4/127.0.0.1/tcp/%d]\naddress_book:\n%shttp: 127.0.0.1:0\ndata: {dir: ../data, members: %d, index: %d}\n",
 			ports[i], book.String(), n, i)
 		if s, ok := trainer[i]; ok {
 			cfg += "trainer: " + s + "\n"
@@ -117,9 +152,9 @@ func TestPyTorchMemberAndExport(t *testing.T) {
 	needTorch(t)
 	example, err := filepath.Abs("../../examples/pytorch/train.py")
 	require.NoError(t, err)
-	const rounds = 3
+	const rounds = 4
 	configs := consortium(t, 3, "{arch: logreg, height: 28, width: 28, channels: 1, classes: 10}",
-		fmt.Sprintf("{rounds: %d, lr: 0.05}", rounds), "{min_participants: 3, tick: 50ms, deadline: 60s, max_examples_per_member: 60000}",
+		fmt.Sprintf("{rounds: %d, lr: 0.1}", rounds), "{min_participants: 3, tick: 50ms, deadline: 60s, max_examples_per_member: 60000}",
 		map[int]string{1: fmt.Sprintf("{command: [%s, %s], timeout: 5m}", python, example)})
 	var nodes []*running
 	for _, c := range configs {
@@ -132,7 +167,7 @@ func TestPyTorchMemberAndExport(t *testing.T) {
 		require.Equal(t, sts[0].Model, st.Model, "node %d ends on another model", i)
 		require.Equal(t, st.Model, st.Accuracy.Model, "node %d evaluated another model", i)
 		t.Logf("node %d: round %d, test accuracy %.4f", i, st.Accuracy.Round, st.Accuracy.Accuracy)
-		require.Greater(t, st.Accuracy.Accuracy, 0.88, "node %d: test accuracy after %d rounds", i, rounds)
+		require.Greater(t, st.Accuracy.Accuracy, 0.86, "node %d: test accuracy after %d rounds", i, rounds)
 	}
 	for _, n := range nodes {
 		shutdown(t, n)
@@ -146,11 +181,11 @@ func TestPyTorchMemberAndExport(t *testing.T) {
 	require.Len(t, trained, rounds)
 	for _, rec := range trained {
 		require.Equal(t, "external", rec["trainer"])
-		require.EqualValues(t, 20000, rec["examples"])
+		require.EqualValues(t, 4000, rec["examples"])
 		require.Greater(t, rec["metrics"].(map[string]any)["train_loss"], 0.0)
 	}
 	require.Contains(t, lab1, `"msg":"trainer output"`)
-	require.Contains(t, lab1, `train.py: round 1: 20000 examples, train loss`)
+	require.Contains(t, lab1, `train.py: round 1: 4000 examples, train loss`)
 
 	// Export the last round (the default) and round 2, in both formats.
 	dir := t.TempDir()
@@ -159,23 +194,23 @@ func TestPyTorchMemberAndExport(t *testing.T) {
 	require.NoError(t, run(t.Context(), []string{"export", "--config", configs[0], "--out", st}, &out, &errb))
 	require.Contains(t, out.String(), fmt.Sprintf("round %d, model %s, logreg, 7850 parameters", rounds, sts[0].Model))
 	npz := filepath.Join(dir, "latest.npz")
-	require.NoError(t, run(t.Context(), []string{"export", "--config", configs[2], "--round", "3", "--format", "npz", "--out", npz}, &out, &errb))
+	require.NoError(t, run(t.Context(), []string{"export", "--config", configs[2], "--round", "4", "--format", "npz", "--out", npz}, &out, &errb))
 	r2 := filepath.Join(dir, "round2.safetensors")
 	require.NoError(t, run(t.Context(), []string{"export", "--config", configs[1], "--round", "2", "--out", r2}, &out, &errb))
 
 	// PyTorch loads each into the example's model and evaluates it.
-	accs := torchEvaluate(t, filepath.Dir(example), "logreg", st, npz, r2)
-	t.Logf("PyTorch test accuracy: round 3 %.4f (safetensors), %.4f (npz); round 2 %.4f", accs[0], accs[1], accs[2])
+	accs := torchEvaluate(t, filepath.Dir(example), filepath.Join(filepath.Dir(configs[0]), "..", "data"), "logreg", st, npz, r2)
+	t.Logf("PyTorch test accuracy: round 4 %.4f (safetensors), %.4f (npz); round 2 %.4f", accs[0], accs[1], accs[2])
 	require.InDelta(t, sts[0].Accuracy.Accuracy, accs[0], 0.001, "PyTorch and the node score the exported model alike")
 	require.Equal(t, accs[0], accs[1], "npz and safetensors hold the same model")
-	require.Greater(t, accs[2], 0.85)
+	require.Greater(t, accs[2], 0.8)
 
 	// Errors that name the problem.
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--config", configs[0], "--round", "9"}, "round 9 is not applied yet: the store's latest is round 3"},
+		{[]string{"--config", configs[0], "--round", "9"}, "round 9 is not applied yet: the store's latest is round 4"},
 		{[]string{"--config", configs[0], "--format", "onnx"}, `--format "onnx", want safetensors or npz`},
 		{[]string{"--store", dir, "--manifest", filepath.Join(filepath.Dir(configs[0]), "..", "consortium.yaml")}, "no store in " + dir},
 		{[]string{"--store", dir}, "give --config node.yaml, or both --store DIR and --manifest FILE"},
@@ -186,11 +221,10 @@ func TestPyTorchMemberAndExport(t *testing.T) {
 }
 
 // torchEvaluate loads each file into examples/pytorch's model of arch with
-// load_state_dict (strict) and returns its MNIST test accuracy.
-func torchEvaluate(t *testing.T, exampleDir, arch string, files ...string) []float64 {
+// load_state_dict (strict) and returns its accuracy on the test set in
+// the IDX directory mnist.
+func torchEvaluate(t *testing.T, exampleDir, mnist, arch string, files ...string) []float64 {
 	t.Helper()
-	mnist, err := train.MNISTDir()
-	require.NoError(t, err)
 	script := `
 import sys, numpy as np, torch
 sys.path.insert(0, sys.argv[1])
