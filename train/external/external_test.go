@@ -213,3 +213,34 @@ func TestFakeNoisy(t *testing.T) {
 		t.Error("a 5000-byte line was not cut")
 	}
 }
+
+// A result file is read strictly and bounded.
+func TestReadResult(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ body, want string }{
+		{`{"examples": 10, "metrics": {"loss": 1}, "extra": 1}`, `unknown field "extra"`},
+		{`{"examples": 10, "metrics": {"loss": NaN}}`, "invalid character 'N'"},
+		{`{"examples": "ten"}`, "cannot unmarshal string"},
+		{`{"examples": 10} {"examples": 11}`, "more than one JSON value"},
+		{`{"examples": 10, "metrics": {"": 1}}`, `metric name "", want 1 to 64 bytes`},
+		{strings.Repeat(" ", maxResultBytes+1), "larger than 65536 bytes"},
+	} {
+		path := filepath.Join(dir, "result.json")
+		if err := os.WriteFile(path, []byte(c.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readResult(path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%.40s: %v, want %q", c.body, err, c.want)
+		}
+	}
+	for _, cfg := range []Config{
+		{Timeout: time.Second, WorkDir: dir, Spec: logreg},
+		{Command: []string{"x"}, WorkDir: dir, Spec: logreg},
+		{Command: []string{"x"}, Timeout: time.Second, Spec: logreg},
+		{Command: []string{"x"}, Timeout: time.Second, WorkDir: dir, Spec: train.Spec{Arch: "rnn"}},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+}
