@@ -76,6 +76,12 @@ func FromConfig(ctx context.Context, path string, f Flags) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	var tr node.Trainer = trainer
+	if cfg.Trainer.Command != nil {
+		if tr, err = externalTrainer(cfg, man, id, log); err != nil {
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("http API: %w", err)
@@ -86,7 +92,7 @@ func FromConfig(ctx context.Context, path string, f Flags) (*Member, error) {
 		StoreDir:  cfg.Store,
 		Store:     store.Options{NoSync: f.NoSync},
 		Libp2p:    &Libp2p{Listen: cfg.Listen, AddressBook: cfg.AddressBook, PSK: psk},
-		Trainer:   trainer,
+		Trainer:   tr,
 		Evaluator: local.NewEvaluator(local.Spec(man), test, log),
 		HTTP:      ln,
 		Tick:      time.Duration(man.Round.Tick),

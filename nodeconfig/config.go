@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -30,6 +31,8 @@ const (
 	DefaultAlpha       = 0.5
 	DefaultShards      = 2
 	DefaultSeed        = 1
+	// DefaultTrainerTimeout bounds one round of an external trainer.
+	DefaultTrainerTimeout = "30m"
 )
 
 // Accepted values of the enumerated fields.
@@ -75,6 +78,10 @@ type Config struct {
 	MaxExamples int64 `yaml:"max_examples"`
 	// Privacy is this node's own privacy setting.
 	Privacy Privacy `yaml:"privacy"`
+	// Trainer, if its Command is set, trains with an external program
+	// instead of the built-in engine. Only a node's own config can name
+	// one: the shared manifest never runs code on a member.
+	Trainer Trainer `yaml:"trainer"`
 
 	// Path is the file the configuration was read from ("" if none).
 	Path string `yaml:"-"`
@@ -88,6 +95,21 @@ type Privacy struct {
 	// be lower, and only under a privacy mode that keeps a budget (update,
 	// distributed, dp-sgd).
 	Epsilon float64 `yaml:"epsilon"`
+}
+
+// Trainer is an external trainer: a program the node runs each round it
+// trains (package train/external holds the contract).
+type Trainer struct {
+	// Command is the program and its arguments, run in the directory of
+	// the node config; the node appends the path of the round's JSON
+	// config. Empty: the built-in trainer.
+	Command []string `yaml:"command"`
+	// Timeout bounds one round's run, a Go duration ("90s", "1h"); past
+	// it the command's process group is killed and the round declined.
+	// Default 30m.
+	Timeout string `yaml:"timeout"`
+	// Dir is the directory the command runs in: the node config's.
+	Dir string `yaml:"-"`
 }
 
 // Default returns the configuration every parse starts from: the fields a
@@ -108,6 +130,7 @@ func Default() Config {
 			CSV:        CSV{Header: true, Delimiter: DefaultDelimiter, Normalize: Normalize{Method: DefaultNormalize}},
 			Validation: Validation{Seed: DefaultSeed},
 		},
+		Trainer: Trainer{Timeout: DefaultTrainerTimeout},
 	}
 }
 
@@ -167,6 +190,7 @@ func (c *Config) validate() []*FieldError {
 	if e := c.Privacy.Epsilon; !(e >= 0) || math.IsInf(e, 0) {
 		v.bad("privacy.epsilon", "%v, want >= 0 and finite (0: the manifest's privacy.dp.epsilon)", e)
 	}
+	c.Trainer.validate(&v)
 	return v.errs
 }
 
@@ -194,6 +218,25 @@ func (c *Config) validateListen(v *validator, field, s string) {
 	case quic && c.PSKFile != "":
 		v.bad(field, "%s is QUIC, but with psk_file set the node speaks TCP only (libp2p private networks do not support QUIC)", s)
 	}
+}
+
+func (t *Trainer) validate(v *validator) {
+	if t.Command != nil && len(t.Command) == 0 {
+		v.bad("trainer.command", "an empty list; give the program and its arguments, such as [/usr/bin/python3, train.py], or leave trainer out for the built-in trainer")
+	}
+	if len(t.Command) > 0 && strings.TrimSpace(t.Command[0]) == "" {
+		v.bad("trainer.command[0]", "empty, want the program to run")
+	}
+	if d, err := time.ParseDuration(t.Timeout); err != nil || d <= 0 {
+		v.bad("trainer.timeout", "%q, want a positive duration such as 90s or 10m", t.Timeout)
+	}
+}
+
+// TimeoutDuration is Timeout parsed (0 if it does not parse; Validate
+// refuses that).
+func (t Trainer) TimeoutDuration() time.Duration {
+	d, _ := time.ParseDuration(t.Timeout)
+	return d
 }
 
 // checkHTTP checks the API address: host:port, the host a loopback address
@@ -262,6 +305,7 @@ func (c *Config) resolve(dir string) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	c.Trainer.Dir = dir
 }
 
 // Shape of the built-in data sets: both are 28x28 grey images of 10 classes.
@@ -302,6 +346,9 @@ func (c *Config) CheckManifest(m *manifest.Manifest) error {
 		case e > m.Privacy.DP.Epsilon:
 			bad("privacy.epsilon %v is above the manifest's privacy.dp.epsilon %v; a node may only lower its own budget", e, m.Privacy.DP.Epsilon)
 		}
+	}
+	if len(c.Trainer.Command) > 0 && m.Privacy.Mode == manifest.PrivacyDPSGD {
+		bad("trainer.command is set, but the manifest's privacy.mode dp-sgd needs the built-in trainer (its DP-SGD is what the node charges); remove trainer")
 	}
 	return errors.Join(errs...)
 }

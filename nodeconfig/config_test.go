@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/globalbrain/globalbrain/identity"
 	"github.com/globalbrain/globalbrain/internal/strictyaml/yamltest"
@@ -86,6 +87,9 @@ var badFixtures = []yamltest.Bad{
 	{"shards_zero.bad.yaml", []string{"shards_zero.bad.yaml:5: data.shards: 0, want >= 1 for partition shards"}},
 	{"max_examples_negative.bad.yaml", []string{"max_examples_negative.bad.yaml:3: max_examples: -5, want >= 0"}},
 	{"privacy_epsilon_negative.bad.yaml", []string{"privacy_epsilon_negative.bad.yaml:4: privacy.epsilon: -1, want >= 0 and finite"}},
+	{"trainer_empty_command.bad.yaml", []string{"trainer_empty_command.bad.yaml:4: trainer.command: an empty list"}},
+	{"trainer_timeout.bad.yaml", []string{`trainer_timeout.bad.yaml:5: trainer.timeout: "0s", want a positive duration`}},
+	{"trainer_timeout_unit.bad.yaml", []string{`trainer_timeout_unit.bad.yaml:5: trainer.timeout: got !!int "10", want a string`}},
 	{"privacy_unknown_key.bad.yaml", []string{"privacy_unknown_key.bad.yaml:4: privacy.delta: unknown field, want one of epsilon"}},
 
 	// Own data: IDX files and CSV.
@@ -302,5 +306,37 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "node.yaml"))
 	if !errors.Is(err, os.ErrNotExist) || errors.Is(err, ErrInvalid) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// The external trainer comes from the node's own config: its command, its
+// timeout (default 30m) and the directory it runs in; never under dp-sgd.
+func TestTrainer(t *testing.T) {
+	c, err := Load(filepath.Join("testdata", "trainer.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("testdata")
+	if got := strings.Join(c.Trainer.Command, " "); got != "/usr/bin/python3 train.py --verbose" || c.Trainer.TimeoutDuration() != 90*time.Second || c.Trainer.Dir != abs {
+		t.Errorf("trainer %+v, want the command, 1m30s and dir %s", c.Trainer, abs)
+	}
+	d, err := Load(filepath.Join("testdata", "minimal.good.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Trainer.Command != nil || d.Trainer.Timeout != DefaultTrainerTimeout {
+		t.Errorf("default trainer %+v, want none with timeout %v", d.Trainer, DefaultTrainerTimeout)
+	}
+	var ids []identity.PeerID
+	for i := range 3 {
+		ids = append(ids, identity.Derive(1, i).ID)
+	}
+	m := manifest.Example(ids)
+	if err := c.CheckManifest(m); err != nil {
+		t.Fatal(err)
+	}
+	m.Privacy = manifest.Privacy{Mode: manifest.PrivacyDPSGD, DP: manifest.DP{Z: 1, ExampleClip: 1, Epsilon: 10}}
+	if err := c.CheckManifest(m); err == nil || !strings.Contains(err.Error(), "trainer.command is set, but the manifest's privacy.mode dp-sgd") {
+		t.Errorf("external trainer under dp-sgd: %v", err)
 	}
 }

@@ -5,7 +5,8 @@
 // The file names the node's identity key, the consortium's manifest, the
 // addresses the node listens on and the address book of the other members,
 // the store directory, the local HTTP API's address, an optional pre-shared
-// key, the log level, and the local data the built-in trainer uses. Nothing
+// key, the log level, the local data the built-in trainer uses, and an optional
+// external trainer command (only ever from this file, never from the manifest). Nothing
 // in it changes the consortium ID: two members may keep their files in any
 // layout, with any addresses.
 //
@@ -26,6 +27,9 @@
 //	max_examples: 0                     # 0: the manifest's cap
 //	privacy:
 //	  epsilon: 0                        # 0: the manifest's ceiling; only lower
+//	trainer:                            # optional: an external trainer
+//	  command: [/usr/bin/python3, train.py]
+//	  timeout: 30m                      # default
 //
 // Load reads a file strictly, with the engine of package internal/strictyaml:
 // unknown keys, duplicate keys, aliases, anchors, merge keys, values of the

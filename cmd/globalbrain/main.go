@@ -22,6 +22,8 @@ Usage:
   globalbrain audit              verify a stopped node's log offline; who contributed what
   globalbrain member add|sign|submit
                                  add a member: write, sign and submit the request
+  globalbrain export --config FILE [--round N] [--format safetensors|npz]
+                                 write a round's global model for PyTorch or NumPy
   globalbrain simulate [flags]   simulate a consortium in one process (see -h)
   globalbrain bench [flags]      measure aggregation and training speed
   globalbrain version            print the version
@@ -61,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return auditCommand(ctx, args[1:], stdout, stderr)
 	case "member":
 		return memberCommand(ctx, args[1:], stdout, stderr)
+	case "export":
+		return export(ctx, args[1:], stdout, stderr)
 	case "simulate":
 		return simulate(ctx, args[1:], stdout, stderr)
 	case "bench":
