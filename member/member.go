@@ -41,7 +41,9 @@ type Options struct {
 	// Genesis is G(0); nil computes it from the manifest's model and seed.
 	Genesis  *fedavg.Global
 	StoreDir string
-	Store    store.Options
+	// Store opens the store; a zero BlobCache is store.DefaultBlobCache
+	// (negative: none).
+	Store store.Options
 	// WrapStore, if set, wraps the store the node writes to (benchmarks
 	// count its bytes).
 	WrapStore func(*store.DB) node.Store
@@ -115,6 +117,9 @@ func Open(ctx context.Context, o Options) (_ *Member, err error) {
 	so := o.Store
 	if so.Crash == nil {
 		so.Crash = o.Crash
+	}
+	if so.BlobCache == 0 {
+		so.BlobCache = store.DefaultBlobCache
 	}
 	if m.db, err = store.Open(o.StoreDir, so); err != nil {
 		return nil, err

@@ -46,7 +46,14 @@ type Network interface {
 
 // Store is the member's crash-safe storage.
 type Store interface {
+	// PutBlob stores data and returns its digest. The store may keep
+	// data and hand it to readers: the caller never changes it after.
 	PutBlob(data []byte) (fedavg.Digest, error)
+	// PutBlobVerified is PutBlob without hashing: the caller has checked
+	// that data hashes to d.
+	PutBlobVerified(d fedavg.Digest, data []byte) error
+	// Blob returns blob d's bytes, verified; they may be shared with
+	// other readers: never change them.
 	Blob(d fedavg.Digest) ([]byte, error)
 	HasBlob(d fedavg.Digest) bool
 	DeleteBlob(d fedavg.Digest) error

@@ -190,7 +190,7 @@ func (n *Node) fetch(ctx context.Context, f round.FetchTask) {
 			}
 		}
 		if err == nil {
-			_, err = n.cfg.Store.PutBlob(b)
+			err = n.cfg.Store.PutBlobVerified(f.Digest, b) // hashed to f.Digest above
 		}
 		return func() {
 			if err != nil {
@@ -229,8 +229,8 @@ func (n *Node) aggregate(ctx context.Context, t *round.AggregateTask) {
 		g, err := n.outcome(cached, t.Base, t.Round, t.Included, t.SecAgg)
 		var d fedavg.Digest
 		if err == nil {
-			d = g.Digest()
-			if _, err = n.cfg.Store.PutBlob(g.Encode()); err != nil {
+			d = g.Digest() // the hash of g.Encode()
+			if err = n.cfg.Store.PutBlobVerified(d, g.Encode()); err != nil {
 				err = fmt.Errorf("node: store model: %w", err)
 			} else {
 				n.gate.Serve(d)
@@ -258,7 +258,7 @@ func (n *Node) apply(ctx context.Context, t *round.ApplyTask) {
 		if d != t.Entry.Result {
 			return func() { n.m.Applied(t, d, nil) } // the machine judges the entry invalid
 		}
-		if _, err := n.cfg.Store.PutBlob(g.Encode()); err != nil {
+		if err := n.cfg.Store.PutBlobVerified(d, g.Encode()); err != nil { // d = g.Digest(), the hash of g.Encode()
 			return n.fail(fmt.Errorf("node: store model of round %d: %w", t.Entry.Round, err))
 		}
 		if err := n.cfg.Store.Apply(round.Applied{Index: t.Index, Round: t.Entry.Round, Model: d, ChainHash: t.Chain, Record: t.Encoded}); err != nil {

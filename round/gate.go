@@ -23,6 +23,8 @@ type Gate struct {
 	servable   sync.Map // Digest -> uint64: the round it became servable in; pinnedRound for ever
 	view       atomic.Pointer[roundView]
 
+	sigs sigCache // signatures that verified, for the gate and the Machine
+
 	mu       sync.Mutex
 	first    map[string]*Message // the current round's first announcement by author
 	evidence []*Evidence         // equivocations seen, for the Machine to take
@@ -191,7 +193,7 @@ func (g *Gate) check(msg *Message, author identity.PeerID) (*Message, wire.Verdi
 	if !inWindow(msg.Round, g.Applied()) {
 		return msg, wire.Ignore, wire.ReasonStale
 	}
-	if err := msg.Verify(g.consortium); err != nil {
+	if err := g.verify(msg, g.consortium); err != nil {
 		return msg, wire.Reject, wire.ReasonBadSignature
 	}
 	if v, reason := g.checkRound(msg); v != wire.Accept {
@@ -199,6 +201,13 @@ func (g *Gate) check(msg *Message, author identity.PeerID) (*Message, wire.Verdi
 	}
 	msg.verified = true
 	return msg, wire.Accept, ""
+}
+
+// verify checks msg's signature as msg.Verify(consortium) does, once per
+// distinct signed message: the gate and the Machine of a member share
+// what they verified (see sigCache).
+func (g *Gate) verify(msg *Message, consortium [32]byte) error {
+	return g.sigs.verify(msg, consortium)
 }
 
 // pinnedRound marks a digest that is never pruned (the genesis model).

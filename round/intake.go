@@ -66,7 +66,7 @@ func (m *Machine) step(msg *Message) error {
 		return nil // only voters' attestations and Haves count: no need to verify the rest
 	}
 	if !msg.verified && !m.seen(msg) {
-		if err := msg.Verify(m.p.Consortium); err != nil {
+		if err := m.gate.verify(msg, m.p.Consortium); err != nil {
 			return err
 		}
 	}

@@ -75,6 +75,13 @@ func (c countingStore) PutBlob(b []byte) (fedavg.Digest, error) {
 	return c.DB.PutBlob(b)
 }
 
+func (c countingStore) PutBlobVerified(d fedavg.Digest, b []byte) error {
+	if !c.DB.HasBlob(d) {
+		c.n.Add(int64(len(b)))
+	}
+	return c.DB.PutBlobVerified(d, b)
+}
+
 func (c countingStore) SaveRaft(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error {
 	n := proto.Size(hs) + proto.Size(snap)
 	for _, e := range ents {

@@ -195,15 +195,20 @@ type countingMember struct {
 	m  *memberCount
 }
 
+// PutBlob hashes b once, to count it, and stores it under that digest.
 func (c countingMember) PutBlob(b []byte) (fedavg.Digest, error) {
 	d := fedavg.DigestBytes(b)
+	return d, c.PutBlobVerified(d, b)
+}
+
+func (c countingMember) PutBlobVerified(d fedavg.Digest, b []byte) error {
 	if !c.DB.HasBlob(d) {
 		c.cs.mu.Lock()
 		c.m.puts = append(c.m.puts, blobPut{d: d, n: len(b), first: !c.cs.held[d]})
 		c.cs.held[d] = true
 		c.cs.mu.Unlock()
 	}
-	return c.DB.PutBlob(b)
+	return c.DB.PutBlobVerified(d, b)
 }
 
 func (c countingMember) SaveRaft(hs *pb.HardState, ents []*pb.Entry, snap *pb.Snapshot) error {

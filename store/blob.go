@@ -27,46 +27,72 @@ func (db *DB) blobPath(d fedavg.Digest) string {
 // digest. The bytes are durable when it returns: they are written to a temp
 // file, fsynced, renamed into place and the directory fsynced. If a file of
 // that name and size already exists PutBlob does nothing, so calling it again
-// after a crash is safe.
+// after a crash is safe. The store may keep data (Options.BlobCache) and
+// hand it to readers: the caller must not change it afterwards.
 func (db *DB) PutBlob(data []byte) (fedavg.Digest, error) {
 	d := sha256.Sum256(data)
+	return d, db.putBlob(d, data)
+}
+
+// PutBlobVerified is PutBlob for bytes the caller has already hashed and
+// found to be d (a fetched blob checked against the digest it was asked
+// for, a model whose digest was computed over its encoding): it stores
+// them as blob d without hashing them again. Bytes that do not hash to d
+// must never be passed: the store would keep them under d, and only a read
+// from disk (after a restart, or once the cache let them go) would find
+// them corrupt.
+func (db *DB) PutBlobVerified(d fedavg.Digest, data []byte) error {
+	return db.putBlob(d, data)
+}
+
+// putBlob stores data, which hashes to d, as blob d and keeps it in the
+// cache once it is durable.
+func (db *DB) putBlob(d fedavg.Digest, data []byte) error {
 	if err := db.checkWrite(); err != nil {
-		return d, err
+		return err
 	}
+	if err := db.writeBlob(d, data); err != nil {
+		return err
+	}
+	db.cache.put(d, data)
+	return nil
+}
+
+func (db *DB) writeBlob(d fedavg.Digest, data []byte) error {
 	final := db.blobPath(d)
 	if fi, err := os.Stat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(data)) {
-		return d, nil
+		return nil
 	}
 	// A unique temp name lets concurrent PutBlobs of the same bytes proceed;
 	// the last rename wins with identical content.
 	f, err := os.CreateTemp(db.blobs, hex.EncodeToString(d[:])+".*"+tmpExt)
 	if err != nil {
-		return d, fmt.Errorf("store: %s: %w", db.blobs, err)
+		return fmt.Errorf("store: %s: %w", db.blobs, err)
 	}
 	tmp := f.Name()
 	if err := writeSync(f, data, !db.opts.NoSync); err != nil {
 		os.Remove(tmp)
-		return d, fmt.Errorf("store: %s: %w", tmp, err)
+		return fmt.Errorf("store: %s: %w", tmp, err)
 	}
 	if err := db.crash(CrashBlobTmpWritten); err != nil {
-		return d, err
+		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
-		return d, fmt.Errorf("store: %s: %w", final, err)
+		return fmt.Errorf("store: %s: %w", final, err)
 	}
 	if err := db.crash(CrashBlobRenamed); err != nil {
-		return d, err
+		return err
 	}
 	if !db.opts.NoSync {
 		if err := syncDir(db.blobs); err != nil {
-			return d, err
+			return err
 		}
 	}
 	if err := db.crash(CrashBlobDirSynced); err != nil {
-		return d, err
+		return err
 	}
-	return d, nil
+	return nil
 }
 
 func writeSync(f *os.File, data []byte, sync bool) error {
@@ -95,14 +121,28 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Blob returns the bytes of blob d after checking that they hash to d.
-// A missing blob is ErrNoBlob. A blob whose bytes do not match is removed
-// and reported as ErrCorruptBlob.
+// Blob returns the bytes of blob d, which hash to d; the caller may read
+// them but must not change them (they may be the cache's). A missing blob
+// is ErrNoBlob. Bytes read from disk are hashed and a blob whose bytes do not
+// match is removed and reported as ErrCorruptBlob. A blob this process
+// wrote or verified recently comes from the cache instead, without reading
+// or hashing the file, as long as the file is still there with the same
+// size: the copy is of bytes hashed when they were stored (or read), so it
+// is right whatever has become of the file since; a file damaged behind
+// the store's back is found at its first read from disk (after a restart,
+// or once the cache let the blob go) and by every member that fetches it,
+// as peers verify what they receive.
 func (db *DB) Blob(d fedavg.Digest) ([]byte, error) {
 	if err := db.check(); err != nil {
 		return nil, err
 	}
 	p := db.blobPath(d)
+	if b, ok := db.cache.get(d); ok {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(b)) {
+			return b, nil
+		}
+		db.cache.drop(d) // gone or changed: the disk decides
+	}
 	data, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("store: blob %s: %w", d, ErrNoBlob)
@@ -119,6 +159,7 @@ func (db *DB) Blob(d fedavg.Digest) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("store: blob %s: %w", d, ErrCorruptBlob)
 	}
+	db.cache.put(d, data)
 	return data, nil
 }
 
@@ -138,6 +179,7 @@ func (db *DB) DeleteBlob(d fedavg.Digest) error {
 	if err := db.checkWrite(); err != nil {
 		return err
 	}
+	db.cache.drop(d)
 	p := db.blobPath(d)
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("store: %s: %w", p, err)

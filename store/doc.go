@@ -17,7 +17,11 @@
 //	         evidence, counters), one nested bucket per name given to Put
 //
 // Blob files hold the bytes of models and updates. A blob is verified against
-// its name on every read; a corrupt one is removed and reported.
+// its name on every read from disk; a corrupt one is removed and reported.
+// With Options.BlobCache the store keeps copies of the blobs it wrote or
+// verified lately and serves reads from them (the bytes were hashed when
+// they came in); a file damaged since is found when it is next read from
+// disk, and by any member fetching it, as fetchers verify.
 //
 // # Apply order
 //

@@ -79,6 +79,13 @@ type Options struct {
 	// and is returned as is, leaving the disk as a process dying there
 	// would. Tests use it to check recovery; production leaves it nil.
 	Crash func(point string) error
+	// BlobCache, if positive, is how many bytes of blob contents the store
+	// keeps in memory after writing or verifying them, so that reading a
+	// blob back (the round's inputs, aggregated and then applied; a blob
+	// served to member after member) neither reads nor hashes the file
+	// again. Zero or negative keeps none: every Blob reads the file and
+	// hashes it. member.Open sets DefaultBlobCache when it is zero.
+	BlobCache int64
 }
 
 // DB is a node's crash-safe store: bbolt metadata in dir/meta.db and
@@ -88,6 +95,7 @@ type DB struct {
 	blobs string
 	bolt  *bolt.DB
 	opts  Options
+	cache *blobCache // nil: none
 	// readOnly: opened by OpenReadOnly; files are never written or removed.
 	readOnly bool
 	closed   atomic.Bool
@@ -106,7 +114,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	db := &DB{dir: dir, blobs: filepath.Join(dir, blobDir), opts: opts}
+	db := &DB{dir: dir, blobs: filepath.Join(dir, blobDir), opts: opts, cache: newBlobCache(opts.BlobCache)}
 	for _, d := range []string{dir, db.blobs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("store: %s: %w", d, err)

@@ -27,8 +27,8 @@ func Mask(s Session, self []byte, key *ecdh.PrivateKey, b [32]byte, u2 []MaskPee
 	if err := distinct(u2, func(p MaskPeer) []byte { return p.ID }); err != nil {
 		return nil, err
 	}
-	seeds := make([]Seed, 0, len(u2))
-	neg := make([]bool, 0, len(u2))
+	seeds := append(make([]Seed, 0, len(u2)+1), SelfMaskSeed(s, b))
+	neg := append(make([]bool, 0, len(u2)+1), false)
 	for _, p := range u2 {
 		if bytes.Equal(p.ID, self) {
 			continue
@@ -41,10 +41,7 @@ func Mask(s Session, self []byte, key *ecdh.PrivateKey, b [32]byte, u2 []MaskPee
 		neg = append(neg, bytes.Compare(self, p.ID) > 0)
 	}
 	y := append([]uint64(nil), enc...)
-	addPRG(y, SelfMaskSeed(s, b), false)
-	for k, seed := range seeds {
-		addPRG(y, seed, neg[k])
-	}
+	addPRGs(y, seeds, neg) // the self mask and every pairwise one, in one pass
 	return y, nil
 }
 
@@ -106,14 +103,18 @@ func Unmask(sum []uint64, self []Seed, dropped []DroppedPair) ([]uint64, error) 
 			return nil, fmt.Errorf("%w: member %x both survived and dropped", ErrBadID, d.Survivor)
 		}
 	}
-	out := append([]uint64(nil), sum...)
-	for _, seed := range self {
-		addPRG(out, seed, true)
+	seeds := append(make([]Seed, 0, len(self)+len(dropped)), self...)
+	neg := make([]bool, len(self), len(self)+len(dropped))
+	for i := range neg {
+		neg[i] = true
 	}
 	for _, d := range dropped {
 		// The survivor added the mask when it was the lower ID; undo that.
-		addPRG(out, d.Seed, bytes.Compare(d.Survivor, d.Dropped) < 0)
+		seeds = append(seeds, d.Seed)
+		neg = append(neg, bytes.Compare(d.Survivor, d.Dropped) < 0)
 	}
+	out := append([]uint64(nil), sum...)
+	addPRGs(out, seeds, neg)
 	return out, nil
 }
 

@@ -69,24 +69,41 @@ const prgChunk = 512
 // addPRG adds (or, when neg, subtracts) PRG(seed) to v, mod 2^64, word by
 // word, without materializing the whole keystream.
 func addPRG(v []uint64, seed Seed, neg bool) {
-	block, err := aes.NewCipher(seed[:])
-	if err != nil {
-		panic(err) // a 32-byte key
+	addPRGs(v, []Seed{seed}, []bool{neg})
+}
+
+// addPRGs is addPRG of every seeds[k] (subtracted where neg[k]) in one
+// pass over v: each chunk of v takes every keystream's next words while it
+// is in cache, rather than v being swept once per seed. Each keystream is
+// read in order, and addition mod 2^64 is exact in any order, so the
+// result is bit for bit that of one addPRG per seed.
+func addPRGs(v []uint64, seeds []Seed, neg []bool) {
+	if len(seeds) != len(neg) {
+		panic("secagg: addPRGs: seeds and signs differ in length")
 	}
 	var iv [aes.BlockSize]byte
-	ctr := cipher.NewCTR(block, iv[:])
+	ctrs := make([]cipher.Stream, len(seeds))
+	for k, seed := range seeds {
+		block, err := aes.NewCipher(seed[:])
+		if err != nil {
+			panic(err) // a 32-byte key
+		}
+		ctrs[k] = cipher.NewCTR(block, iv[:])
+	}
 	var zero, ks [8 * prgChunk]byte
 	for len(v) > 0 {
 		m := min(len(v), prgChunk)
-		buf := ks[:8*m]
-		ctr.XORKeyStream(buf, zero[:8*m])
-		if neg {
-			for i := range m {
-				v[i] -= binary.LittleEndian.Uint64(buf[8*i:])
-			}
-		} else {
-			for i := range m {
-				v[i] += binary.LittleEndian.Uint64(buf[8*i:])
+		w, buf := v[:m], ks[:8*m]
+		for k, ctr := range ctrs {
+			ctr.XORKeyStream(buf, zero[:8*m])
+			if neg[k] {
+				for i := range w {
+					w[i] -= binary.LittleEndian.Uint64(buf[8*i:])
+				}
+			} else {
+				for i := range w {
+					w[i] += binary.LittleEndian.Uint64(buf[8*i:])
+				}
 			}
 		}
 		v = v[m:]

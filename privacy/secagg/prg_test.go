@@ -96,3 +96,32 @@ func TestMaskSeeds(t *testing.T) {
 		t.Error("the self seed does not bind the round")
 	}
 }
+
+// TestAddPRGsIsOneAddPRGPerSeed: the one-pass sum of several keystreams,
+// with both signs, over lengths that end inside and on a chunk, equals
+// the keystreams computed one by one (Expand) and added word by word.
+func TestAddPRGsIsOneAddPRGPerSeed(t *testing.T) {
+	seeds := []Seed{{1}, {2}, {3}, {4}, {5}}
+	neg := []bool{false, true, true, false, true}
+	for _, n := range []int{0, 1, prgChunk - 1, prgChunk, 2*prgChunk + 7} {
+		start := make([]uint64, n)
+		for i := range start {
+			start[i] = uint64(i) * 0x9e3779b97f4a7c15
+		}
+		want := slices.Clone(start)
+		for k, s := range seeds {
+			for i, w := range Expand(s, n) {
+				if neg[k] {
+					want[i] -= w
+				} else {
+					want[i] += w
+				}
+			}
+		}
+		got := slices.Clone(start)
+		addPRGs(got, seeds, neg)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n = %d: the one-pass sum differs from the keystreams added one by one", n)
+		}
+	}
+}
