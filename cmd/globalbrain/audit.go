@@ -10,8 +10,6 @@ import (
 	"strings"
 
 	"github.com/globalbrain/globalbrain/audit"
-	"github.com/globalbrain/globalbrain/manifest"
-	"github.com/globalbrain/globalbrain/nodeconfig"
 	"github.com/globalbrain/globalbrain/store"
 )
 
@@ -21,8 +19,8 @@ func auditCommand(_ context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "the node's config: its store and manifest (default "+configName+" unless --store and --manifest are given)")
-	storeDir := fs.String("store", "", "the node's store directory (overrides the config's)")
-	manPath := fs.String("manifest", "", "the consortium's manifest (overrides the config's)")
+	storeDir := fs.String("store", "", "the node's store directory (with --manifest, instead of --config)")
+	manPath := fs.String("manifest", "", "the consortium's manifest (with --store, instead of --config)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: globalbrain audit [--config node.yaml | --store DIR --manifest consortium.yaml] [--json]\n\n"+
@@ -38,24 +36,7 @@ func auditCommand(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if len(pos) > 0 {
 		return fmt.Errorf("audit: unexpected argument %q", pos[0])
 	}
-	dir, mpath := *storeDir, *manPath
-	if *cfgPath != "" || dir == "" || mpath == "" {
-		path := *cfgPath
-		if path == "" {
-			path = configName
-		}
-		c, err := nodeconfig.Load(path)
-		if err != nil {
-			return fmt.Errorf("audit: %w (or give --store and --manifest)", err)
-		}
-		if dir == "" {
-			dir = c.Store
-		}
-		if mpath == "" {
-			mpath = c.Manifest
-		}
-	}
-	man, err := manifest.Load(mpath)
+	dir, man, err := offlineSource(*cfgPath, *storeDir, *manPath)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}

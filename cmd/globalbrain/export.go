@@ -13,7 +13,6 @@ import (
 
 	"github.com/globalbrain/globalbrain/fedavg"
 	"github.com/globalbrain/globalbrain/manifest"
-	"github.com/globalbrain/globalbrain/nodeconfig"
 	"github.com/globalbrain/globalbrain/store"
 	"github.com/globalbrain/globalbrain/train/local"
 	"github.com/globalbrain/globalbrain/train/modelfile"
@@ -52,7 +51,7 @@ func export(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if *format != "safetensors" && *format != "npz" {
 		return fmt.Errorf("export: --format %q, want safetensors or npz", *format)
 	}
-	dir, man, err := exportSource(*cfgPath, *storeDir, *manPath)
+	dir, man, err := offlineSource(*cfgPath, *storeDir, *manPath)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -89,28 +88,6 @@ func export(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// exportSource returns the store directory and the manifest, from the
-// node config or from --store and --manifest.
-func exportSource(cfgPath, storeDir, manPath string) (string, *manifest.Manifest, error) {
-	switch {
-	case cfgPath != "" && (storeDir != "" || manPath != ""):
-		return "", nil, errors.New("give --config, or --store and --manifest, not both")
-	case cfgPath != "":
-		c, err := nodeconfig.Load(cfgPath)
-		if err != nil {
-			return "", nil, err
-		}
-		storeDir, manPath = c.Store, c.Manifest
-	case storeDir == "" || manPath == "":
-		return "", nil, errors.New("give --config node.yaml, or both --store DIR and --manifest FILE")
-	}
-	man, err := manifest.Load(manPath)
-	if err != nil {
-		return "", nil, err
-	}
-	return storeDir, man, nil
-}
-
 // exportModel reads G(round) (the latest applied round for 0) from
 // the store in dir and verifies it: its outcome record names its digest,
 // the blob hashes to it, and it decodes to the manifest's model.
@@ -118,7 +95,7 @@ func exportModel(dir string, man *manifest.Manifest, round uint64) (uint64, *fed
 	if _, err := os.Stat(filepath.Join(dir, "meta.db")); err != nil {
 		return 0, nil, fmt.Errorf("no store in %s: %w", dir, err)
 	}
-	db, err := store.Open(dir, store.Options{Timeout: exportLockWait})
+	db, err := store.OpenReadOnly(dir, exportLockWait)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w (a running node holds its store: stop it, export, start it again)", err)
 	}
